@@ -1,0 +1,1 @@
+"""Keys and ciphers live here and nowhere else in callveil."""

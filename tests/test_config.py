@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, ConfigError, load_config, parse_config
+
+
+def test_empty_file_gives_documented_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "callveil.toml"
+    path.write_text("")
+    config = load_config(path)
+    assert config == Config()
+    assert config.privacy.sample_rate == 0.10
+    assert config.privacy.trim_seconds == 10.0
+
+
+def test_shipped_example_is_valid() -> None:
+    example = Path(__file__).resolve().parents[1] / "callveil.example.toml"
+    config = load_config(example)
+    assert config.contract.rules, "the example shows at least one contract rule"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"privacy": {"sampel_rate": 0.1}}, ["privacy.sampel_rate", "did you mean 'privacy.sample_rate'"]),
+        ({"bogus": {}}, ["unknown key 'bogus'"]),
+        ({"privacy": {"sample_rate": "ten"}}, ["privacy.sample_rate", "'ten'", "expected a number"]),
+        ({"privacy": {"sample_rate": 1.5}}, ["privacy.sample_rate", "1.5", "from 0 to 1"]),
+        ({"privacy": {"trim_seconds": True}}, ["privacy.trim_seconds", "wrong type"]),
+        ({"capture": {"sip_ports": 5060}}, ["capture.sip_ports", "expected a list"]),
+        ({"capture": {"sip_ports": [70000]}}, ["capture.sip_ports[0]", "70000", "1 to 65535"]),
+        ({"capture": {"sip_ports": []}}, ["capture.sip_ports is empty"]),
+        ({"roles": {"operator_networks": ["10.1.0.0/40"]}}, ["roles.operator_networks", "10.1.0.0/40"]),
+        ({"roles": {"caller_default": "boss"}}, ["roles.caller_default", "'boss'", "customer, operator, unknown"]),
+        ({"site": {"name": "Milano Centro"}}, ["site.name", "lowercase"]),
+        ({"contract": {"rules": [{"kind": "header", "pattern": "yes"}]}}, ["contract.rules[0].header is empty"]),
+        ({"contract": {"rules": [{"kind": "queue", "pattern": "(("}]}}, ["contract.rules[0].pattern", "regular expression"]),
+        ({"contract": {"rules": [{"kind": "queue", "pattern": "x", "extra": 1}]}}, ["unknown key 'contract.rules[0].extra'"]),
+        ({"contract": {"queue_header": "X Queue"}}, ["contract.queue_header", "header name"]),
+        ({"logging": {"level": "verbose"}}, ["logging.level", "'verbose'", "debug, info, warning, error"]),
+        ({"capture": 3}, ["capture must be a table"]),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_the_fix(raw: dict, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, source="box.toml")
+    message = str(info.value)
+    assert message.startswith("box.toml: ")
+    for part in expected:
+        assert part in message
+
+
+def test_syntax_error_and_missing_file_are_clear(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[privacy\nsample_rate = 0.1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_integers_are_accepted_where_numbers_are_expected() -> None:
+    config = parse_config({"privacy": {"sample_rate": 1, "trim_seconds": 0}})
+    assert config.privacy.sample_rate == 1.0
+    assert isinstance(config.privacy.trim_seconds, float)
