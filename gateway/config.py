@@ -12,7 +12,7 @@ import ipaddress
 import re
 import tomllib
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,12 @@ def load_config(path: Path) -> Config:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
-    return parse_config(raw, source=str(path))
+    config = parse_config(raw, source=str(path))
+    key_file = Path(config.privacy.sampling_key_file)
+    if not key_file.is_absolute():  # relative paths are relative to the configuration file
+        privacy = replace(config.privacy, sampling_key_file=str(path.parent / key_file))
+        config = replace(config, privacy=privacy)
+    return config
 
 
 def parse_config(raw: dict[str, Any], *, source: str = "configuration") -> Config:

@@ -1,0 +1,439 @@
+"""The capture stage: frames in, identity-free call events out.
+
+This is where SIP dialogs, SDP, RTP streams and the privacy decisions meet. A call's policy is
+decided when its first INVITE is seen; the media of a dropped call is recognised by address
+and counted, never parsed or decoded; the media of an analysed call is trimmed before decoding.
+Everything that leaves (``gateway.events``) carries only a random reference.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway.capture.datagram import UDP, Datagram
+from gateway.capture.dialogs import (
+    CallAnswered,
+    CallOffered,
+    CallTerminated,
+    DialogTracker,
+    MediaNegotiated,
+)
+from gateway.capture.mediastream import MediaStream
+from gateway.capture.packets import PacketDecoder
+from gateway.capture.pcapfile import Frame
+from gateway.capture.policy import PolicyDecider
+from gateway.capture.roles import RoleMap
+from gateway.capture.rtp import RtpError, is_rtcp, parse_rtp
+from gateway.capture.sdp import Codec
+from gateway.capture.sip import SipError, parse_sip
+from gateway.config import Config
+from gateway.events import (
+    AudioChunk,
+    CallEnded,
+    CallRef,
+    CallStarted,
+    CaptureEvent,
+    DirectionStats,
+    EndReason,
+    Policy,
+    Role,
+    Undecodable,
+)
+from gateway.seal.sampling_key import SamplingKey
+
+Endpoint = tuple[bytes, int]
+CALLER, CALLEE = "caller", "callee"
+_OTHER = {CALLER: CALLEE, CALLEE: CALLER}
+_HOLD_ADDRESSES = (bytes(4), bytes(16))
+_SIP_METHOD_START = (
+    b"INVITE ", b"ACK ", b"BYE ", b"CANCEL ", b"OPTIONS ", b"REGISTER ", b"PRACK ",
+    b"UPDATE ", b"INFO ", b"SUBSCRIBE ", b"NOTIFY ", b"REFER ", b"MESSAGE ", b"PUBLISH ",
+    b"SIP/2.0 ",
+)  # fmt: skip
+_EXPIRE_EVERY_S = 1.0
+_TOUCH_EVERY_S = 5.0
+_MAX_UNMATCHED_FLOWS = 4096
+
+
+@dataclass(slots=True)
+class _Direction:
+    """Media sent by one party of a call."""
+
+    role: Role
+    packets: int = 0
+    rtcp: int = 0
+    offset: int = 0  # samples handed on so far
+    stream: MediaStream | None = None
+    stale: bool = False  # renegotiated: rebuild the stream with the new codecs
+    elapsed: float = 0.0  # media seconds covered by replaced streams (trimmed or decoded)
+    done: list[DirectionStats] = field(default_factory=list)  # stats of replaced streams
+
+
+@dataclass(slots=True)
+class _Call:
+    call_id: str
+    ref: CallRef
+    policy: Policy
+    directions: dict[str, _Direction]
+    codecs: dict[str, dict[int, Codec]] = field(default_factory=lambda: {CALLER: {}, CALLEE: {}})
+    endpoints: set[Endpoint] = field(default_factory=set)
+    encodings: set[str] = field(default_factory=set)
+    answered: bool = False
+    undecodable: Undecodable | None = None
+    undecodable_codec: str = ""
+    last_touch: float = 0.0
+
+
+@dataclass(slots=True)
+class CaptureReport:
+    """What an installer needs to judge a mirror port: counts only, never an identity."""
+
+    frames: int = 0
+    datagrams: int = 0
+    sip_messages: int = 0
+    sip_malformed: int = 0
+    calls: int = 0
+    answered: int = 0
+    policies: Counter[str] = field(default_factory=Counter)
+    end_reasons: Counter[str] = field(default_factory=Counter)
+    undecodable: Counter[str] = field(default_factory=Counter)
+    codecs: Counter[str] = field(default_factory=Counter)
+    one_way_audio: int = 0
+    no_media: int = 0
+    rtp_packets_matched: int = 0
+    rtp_packets_dropped_unsampled: int = 0
+    rtcp_packets: int = 0
+    rtp_malformed: int = 0
+    unmatched_flows: int = 0
+    unmatched_packets: int = 0
+    analysed_directions: int = 0
+    lost: int = 0
+    expected: int = 0
+    duplicates: int = 0
+    decoded_seconds: float = 0.0
+    trimmed_seconds: float = 0.0
+    concealed_seconds: float = 0.0
+    telephone_events: int = 0
+    packet_layer: Counter[str] = field(default_factory=Counter)
+    dialog_layer: Counter[str] = field(default_factory=Counter)
+    truncated: bool = False
+
+    @property
+    def sampling_rate(self) -> float | None:
+        """Analysed share of the calls that the sampling decided (contract calls excluded)."""
+        decided = self.policies[Policy.ANALYTICS.value] + self.policies[Policy.DROP.value]
+        return self.policies[Policy.ANALYTICS.value] / decided if decided else None
+
+
+class CaptureSession:
+    def __init__(self, config: Config, sampling_key: SamplingKey) -> None:
+        capture = config.capture
+        self._sip_ports = frozenset(capture.sip_ports)
+        self._trim_seconds = config.privacy.trim_seconds
+        self._jitter_depth = capture.jitter_depth
+        self._decoder = PacketDecoder()
+        self._dialogs = DialogTracker(
+            answered_timeout=capture.answered_timeout_s,
+            unanswered_timeout=capture.unanswered_timeout_s,
+            max_calls=capture.max_calls,
+        )
+        self._policy = PolicyDecider(config.privacy, config.contract, sampling_key)
+        self._roles = RoleMap(config.roles)
+        self._calls: dict[str, _Call] = {}
+        # media address -> (call, party that announced it in SDP)
+        self._media: dict[Endpoint, tuple[_Call, str]] = {}
+        self._unmatched: dict[tuple[bytes, int, bytes, int], int] = {}
+        self._next_expiry = 0.0
+        self._now = 0.0
+        self.report = CaptureReport()
+        self.media_ports_changed = False
+
+    # -- input -------------------------------------------------------------------------------
+
+    def feed(self, frame: Frame) -> list[CaptureEvent]:
+        self.report.frames += 1
+        out: list[CaptureEvent] = []
+        for dg in self._decoder.decode(frame):
+            self.report.datagrams += 1
+            self._now = dg.ts
+            if dg.proto == UDP:
+                hit = self._media.get((dg.dst, dg.dport))
+                if hit is not None:
+                    call, announcer = hit
+                    self._on_media(call, _OTHER[announcer], dg.payload, dg.ts, out)
+                    continue
+                hit = self._media.get((dg.src, dg.sport))
+                if hit is not None:  # symmetric RTP: a party sends from where it receives
+                    call, announcer = hit
+                    self._on_media(call, announcer, dg.payload, dg.ts, out)
+                    continue
+                if (
+                    dg.dport in self._sip_ports
+                    or dg.sport in self._sip_ports
+                    or (dg.payload.startswith(_SIP_METHOD_START))
+                ):
+                    self._on_sip(dg, out)
+                else:
+                    self._on_unmatched(dg.src, dg.sport, dg.dst, dg.dport, dg.payload)
+            else:  # TCP: the packet layer hands on whole SIP messages only
+                self._on_sip(dg, out)
+        if self._now >= self._next_expiry:
+            self.tick(self._now, out)
+        return out
+
+    def tick(self, now: float, out: list[CaptureEvent]) -> None:
+        """Close calls that timed out; call it on idle live sources too."""
+        self._next_expiry = now + _EXPIRE_EVERY_S
+        for event in self._dialogs.expire(now):
+            self._on_dialog_event(event, out)
+
+    def finish(self) -> list[CaptureEvent]:
+        """End of capture: every call still up ends with CAPTURE_END."""
+        out: list[CaptureEvent] = []
+        for event in self._dialogs.end_all():
+            self._on_dialog_event(event, out)
+        self.report.packet_layer.update(self._decoder.counters)
+        self.report.dialog_layer.update(self._dialogs.counters)
+        self.report.unmatched_flows = len(self._unmatched)
+        return out
+
+    def media_ports(self) -> set[int]:
+        """Ports whose media must reach userspace: those of analysed and contract calls."""
+        self.media_ports_changed = False
+        return {
+            port for (_, port), (call, _) in self._media.items() if call.policy is not Policy.DROP
+        }
+
+    # -- SIP ---------------------------------------------------------------------------------
+
+    def _on_sip(self, dg: Datagram, out: list[CaptureEvent]) -> None:
+        try:
+            msg = parse_sip(dg.payload)
+        except SipError:
+            self.report.sip_malformed += 1
+            return
+        self.report.sip_messages += 1
+        for event in self._dialogs.handle(msg, dg):
+            self._on_dialog_event(event, out)
+
+    def _on_dialog_event(self, event: object, out: list[CaptureEvent]) -> None:
+        if isinstance(event, CallOffered):
+            self._on_offered(event, out)
+            return
+        call = self._calls.get(event.call_id)  # type: ignore[attr-defined]
+        if call is None:
+            return
+        if isinstance(event, MediaNegotiated):
+            self._on_negotiated(call, event)
+        elif isinstance(event, CallAnswered):
+            call.answered = True
+            self.report.answered += 1
+        elif isinstance(event, CallTerminated):
+            self._on_terminated(call, event.reason, out)
+
+    def _on_offered(self, event: CallOffered, out: list[CaptureEvent]) -> None:
+        if event.call_id in self._calls:
+            return
+        policy = self._policy.decide(
+            event.call_id, [event.request_uri_user, event.to_user], event.headers
+        )
+        caller_role, callee_role = self._roles.assign([event.caller_addr], [event.callee_addr])
+        call = _Call(
+            call_id=event.call_id,
+            ref=CallRef.new(),
+            policy=policy,
+            directions={CALLER: _Direction(caller_role), CALLEE: _Direction(callee_role)},
+            last_touch=self._now,
+        )
+        self._calls[event.call_id] = call
+        self.report.calls += 1
+        self.report.policies[policy.value] += 1
+        out.append(CallStarted(call.ref, policy, frozenset((caller_role, callee_role))))
+
+    def _on_negotiated(self, call: _Call, event: MediaNegotiated) -> None:
+        for media in event.media:
+            if media.kind != "audio" or media.port == 0 or media.addr is None:
+                continue
+            if media.encrypted:
+                call.undecodable = Undecodable.SRTP
+            call.codecs[event.party].update(media.codecs)
+            call.encodings.update(
+                c.encoding for c in media.codecs.values() if c.encoding not in _NON_AUDIO
+            )
+            if media.addr in _HOLD_ADDRESSES:
+                continue
+            rtcp_port = media.rtcp_port or media.port + 1
+            for endpoint in ((media.addr, media.port), (media.addr, rtcp_port)):
+                self._media[endpoint] = (call, event.party)
+                call.endpoints.add(endpoint)
+        for direction in call.directions.values():
+            direction.stale = direction.stream is not None
+        if call.policy is not Policy.DROP:
+            self.media_ports_changed = True
+
+    def _on_terminated(self, call: _Call, reason: EndReason, out: list[CaptureEvent]) -> None:
+        del self._calls[call.call_id]
+        for endpoint in call.endpoints:
+            if self._media.get(endpoint, (None,))[0] is call:
+                del self._media[endpoint]
+        stats = []
+        for direction in call.directions.values():
+            if direction.stream is not None:
+                self._retire_stream(call, direction, out)
+            stats.append(_sum_stats(direction))
+        undecodable = call.undecodable
+        sent = [d.packets for d in call.directions.values()]
+        if call.answered and not any(sent):
+            self.report.no_media += 1
+            undecodable = undecodable or Undecodable.NO_MEDIA
+        elif call.answered and not all(sent):
+            self.report.one_way_audio += 1
+        if undecodable is not None:
+            self.report.undecodable[_undecodable_label(call, undecodable)] += 1
+        self.report.codecs.update(call.encodings)
+        self.report.end_reasons[reason.value] += 1
+        if call.policy is not Policy.DROP:
+            self.media_ports_changed = True
+            self._account(stats)
+        out.append(CallEnded(call.ref, reason, undecodable, tuple(stats)))
+
+    # -- media -------------------------------------------------------------------------------
+
+    def _on_media(
+        self, call: _Call, speaker: str, payload: bytes, ts: float, out: list[CaptureEvent]
+    ) -> None:
+        direction = call.directions[speaker]
+        if ts - call.last_touch > _TOUCH_EVERY_S:
+            call.last_touch = ts
+            self._dialogs.touch(call.call_id, ts)
+        if call.policy is Policy.DROP:
+            # never parsed, never decoded: only counted, for one-way-audio detection
+            direction.packets += 1
+            self.report.rtp_packets_dropped_unsampled += 1
+            return
+        if is_rtcp(payload):
+            direction.rtcp += 1
+            self.report.rtcp_packets += 1
+            return
+        try:
+            packet = parse_rtp(payload)
+        except RtpError:
+            self.report.rtp_malformed += 1
+            return
+        direction.packets += 1
+        self.report.rtp_packets_matched += 1
+        if call.undecodable is Undecodable.SRTP:
+            return
+        if direction.stream is None or direction.stale:
+            if direction.stream is not None:
+                self._retire_stream(call, direction, out)
+            direction.stream = self._new_stream(call, speaker, direction)
+        stream = direction.stream
+        for pcm in stream.push(packet):
+            self._emit(call, direction, pcm, stream.sample_rate, out)
+        if stream.undecodable is not None and call.undecodable is None:
+            call.undecodable = stream.undecodable
+            call.undecodable_codec = _codec_name(call, packet.payload_type, speaker)
+
+    def _new_stream(self, call: _Call, speaker: str, direction: _Direction) -> MediaStream:
+        # the receiver's payload-type map governs what the sender puts on the wire
+        codecs = {**call.codecs[speaker], **call.codecs[_OTHER[speaker]]}
+        trim = 0.0
+        if call.policy is Policy.ANALYTICS:  # the trim applies once per direction
+            trim = max(0.0, self._trim_seconds - direction.elapsed)
+        return MediaStream(codecs, trim_seconds=trim, jitter_depth=self._jitter_depth)
+
+    def _retire_stream(self, call: _Call, direction: _Direction, out: list[CaptureEvent]) -> None:
+        stream = direction.stream
+        assert stream is not None
+        for pcm in stream.flush():
+            self._emit(call, direction, pcm, stream.sample_rate, out)
+        stats = _stream_stats(direction.role, stream)
+        direction.done.append(stats)
+        rate = stream.sample_rate
+        self.report.decoded_seconds += stats.decoded_samples / rate
+        self.report.trimmed_seconds += stats.trimmed_samples / rate
+        self.report.concealed_seconds += stats.concealed_samples / rate
+        direction.elapsed += (
+            stats.trimmed_samples + stats.decoded_samples + stats.concealed_samples
+        ) / rate
+        direction.stream = None
+        direction.stale = False
+
+    def _emit(
+        self,
+        call: _Call,
+        direction: _Direction,
+        pcm: np.ndarray,
+        rate: int,
+        out: list[CaptureEvent],
+    ) -> None:
+        chunk = AudioChunk(call.ref, direction.role, pcm, rate, direction.offset)
+        direction.offset += len(chunk.pcm)
+        out.append(chunk)
+
+    def _on_unmatched(self, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
+        self.report.unmatched_packets += 1
+        if len(payload) < 12 or payload[0] >> 6 != 2:
+            return
+        key = (src, sport, dst, dport)
+        if key in self._unmatched or len(self._unmatched) < _MAX_UNMATCHED_FLOWS:
+            self._unmatched[key] = self._unmatched.get(key, 0) + 1
+
+    def _account(self, stats: list[DirectionStats]) -> None:
+        r = self.report
+        for s in stats:
+            if s.packets == 0:
+                continue
+            r.analysed_directions += 1
+            r.lost += s.lost
+            r.expected += s.packets + s.lost
+            r.duplicates += s.duplicates
+            r.telephone_events += s.telephone_events
+
+
+_NON_AUDIO = frozenset({"TELEPHONE-EVENT", "CN"})
+
+
+def _stream_stats(role: Role, stream: MediaStream) -> DirectionStats:
+    s = stream.stats
+    return DirectionStats(
+        role=role,
+        packets=s.packets,
+        lost=s.lost,
+        duplicates=s.duplicates,
+        concealed_samples=s.concealed_samples,
+        decoded_samples=s.decoded_samples,
+        trimmed_samples=s.trimmed_samples,
+        telephone_events=s.telephone_events,
+    )
+
+
+def _sum_stats(direction: _Direction) -> DirectionStats:
+    total = DirectionStats(role=direction.role, packets=direction.packets)
+    for s in direction.done:
+        total = DirectionStats(
+            role=direction.role,
+            packets=direction.packets,
+            lost=total.lost + s.lost,
+            duplicates=total.duplicates + s.duplicates,
+            concealed_samples=total.concealed_samples + s.concealed_samples,
+            decoded_samples=total.decoded_samples + s.decoded_samples,
+            trimmed_samples=total.trimmed_samples + s.trimmed_samples,
+            telephone_events=total.telephone_events + s.telephone_events,
+        )
+    return total
+
+
+def _codec_name(call: _Call, payload_type: int, speaker: str) -> str:
+    codec = call.codecs[_OTHER[speaker]].get(payload_type) or call.codecs[speaker].get(payload_type)
+    return codec.encoding if codec is not None else f"PT{payload_type}"
+
+
+def _undecodable_label(call: _Call, reason: Undecodable) -> str:
+    if reason is Undecodable.CODEC and call.undecodable_codec:
+        return f"codec {call.undecodable_codec}"
+    return reason.value

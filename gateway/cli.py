@@ -1,0 +1,104 @@
+"""The ``callveil`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import Config, ConfigError, load_config
+from gateway.logs import configure_logging
+
+DEFAULT_CONFIG = Path("/etc/callveil/callveil.toml")
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if args.config is not None:
+        return Path(args.config)
+    return Path(os.environ.get("CALLVEIL_CONFIG", DEFAULT_CONFIG))
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(_config_path(args))
+    configure_logging(config.logging.level, config.logging.format)
+    return config
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from gateway.capture.replay import replay_file
+
+    config = _load(args)
+    return replay_file(Path(args.file), config, progress=not args.quiet)
+
+
+def _cmd_capture_check(args: argparse.Namespace) -> int:
+    from gateway.capture.replay import check_interface
+
+    config = _load(args)
+    return check_interface(args.interface or config.capture.interface, args.seconds, config)
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    load_config(path)
+    print(f"{path}: valid")
+    return 0
+
+
+def _cmd_rotate_key(args: argparse.Namespace) -> int:
+    from gateway.seal.sampling_key import SamplingKey
+
+    config = _load(args)
+    SamplingKey.rotate(Path(config.privacy.sampling_key_file))
+    print("sampling key rotated: calls set up from now on are sampled under the new key")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callveil",
+        description="Privacy-preserving call analytics beside the PBX.",
+    )
+    parser.add_argument("--version", action="version", version=f"callveil {__version__}")
+    parser.add_argument(
+        "-c",
+        "--config",
+        help=f"configuration file (default: $CALLVEIL_CONFIG or {DEFAULT_CONFIG})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    replay = sub.add_parser("replay", help="run the capture stage over a pcap/pcapng file")
+    replay.add_argument("file", help="capture file (pcap or pcapng)")
+    replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    replay.set_defaults(func=_cmd_replay)
+
+    check = sub.add_parser(
+        "capture-check", help="listen on the mirror port and summarise what it carries"
+    )
+    check.add_argument("--interface", help="interface (default: capture.interface)")
+    check.add_argument("--seconds", type=float, default=30.0, help="how long to listen")
+    check.set_defaults(func=_cmd_capture_check)
+
+    config = sub.add_parser("config-check", help="validate the configuration file")
+    config.set_defaults(func=_cmd_config_check)
+
+    rotate = sub.add_parser("rotate-sampling-key", help="replace the per-box sampling secret")
+    rotate.set_defaults(func=_cmd_rotate_key)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"callveil: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
