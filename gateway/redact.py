@@ -76,6 +76,8 @@ def redact_text(text: str) -> str:
 
 
 def _redact_value(key: str | None, value: Any) -> Any:
+    if key == "timestamp":  # ours: the log record's own time, at one-second resolution
+        return value
     if key is not None and key not in _SAFE_KEYS and _is_sensitive_key(key):
         if isinstance(value, bool | int | float) and not _looks_like_identity_number(value):
             return value

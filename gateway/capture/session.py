@@ -8,7 +8,7 @@ Everything that leaves (``gateway.events``) carries only a random reference.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +55,9 @@ _SIP_METHOD_START = (
 )  # fmt: skip
 _EXPIRE_EVERY_S = 1.0
 _TOUCH_EVERY_S = 5.0
+_FLOW_SWITCH_S = 1.0
+_LATE_MEDIA_S = 30.0
+_MAX_ENDED_ENDPOINTS = 8192
 _MAX_UNMATCHED_FLOWS = 4096
 
 
@@ -69,6 +72,9 @@ class _Direction:
     stream: MediaStream | None = None
     stale: bool = False  # renegotiated: rebuild the stream with the new codecs
     elapsed: float = 0.0  # media seconds covered by replaced streams (trimmed or decoded)
+    flow: tuple[bytes, int, bytes, int] | None = None  # the packet flow being followed
+    flow_seen: float = 0.0
+    competing: int = 0  # packets of other flows ignored while this one was live
     done: list[DirectionStats] = field(default_factory=list)  # stats of replaced streams
 
 
@@ -79,7 +85,7 @@ class _Call:
     policy: Policy
     directions: dict[str, _Direction]
     codecs: dict[str, dict[int, Codec]] = field(default_factory=lambda: {CALLER: {}, CALLEE: {}})
-    endpoints: set[Endpoint] = field(default_factory=set)
+    announced: dict[tuple[str, str], dict[Endpoint, bool]] = field(default_factory=dict)
     encodings: set[str] = field(default_factory=set)
     answered: bool = False
     undecodable: Undecodable | None = None
@@ -106,6 +112,10 @@ class CaptureReport:
     rtp_packets_matched: int = 0
     rtp_packets_dropped_unsampled: int = 0
     rtcp_packets: int = 0
+    competing_packets: int = 0
+    late_media_packets: int = 0
+    unknown_payload_type: int = 0
+    non_audio_packets: int = 0
     rtp_malformed: int = 0
     unmatched_flows: int = 0
     unmatched_packets: int = 0
@@ -143,8 +153,10 @@ class CaptureSession:
         self._policy = PolicyDecider(config.privacy, config.contract, sampling_key)
         self._roles = RoleMap(config.roles)
         self._calls: dict[str, _Call] = {}
-        # media address -> (call, party that announced it in SDP)
-        self._media: dict[Endpoint, tuple[_Call, str]] = {}
+        # media address -> (call, party that announced it in SDP, whether it carries audio)
+        self._media: dict[Endpoint, tuple[_Call, str, bool]] = {}
+        # addresses of calls that ended recently -> end time: late media is counted, not lost
+        self._ended_media: OrderedDict[Endpoint, float] = OrderedDict()
         self._unmatched: dict[tuple[bytes, int, bytes, int], int] = {}
         self._next_expiry = 0.0
         self._now = 0.0
@@ -160,15 +172,24 @@ class CaptureSession:
             self.report.datagrams += 1
             self._now = dg.ts
             if dg.proto == UDP:
+                if dg.sport == dg.dport and dg.src == dg.dst:
+                    # a host talking to itself (media-server wake-ups): nobody's audio
+                    self._on_unmatched(dg.src, dg.sport, dg.dst, dg.dport, dg.payload)
+                    continue
                 hit = self._media.get((dg.dst, dg.dport))
                 if hit is not None:
-                    call, announcer = hit
-                    self._on_media(call, _OTHER[announcer], dg.payload, dg.ts, out)
+                    call, announcer, audio = hit
+                    self._on_media(call, _OTHER[announcer], audio, dg, out)
                     continue
                 hit = self._media.get((dg.src, dg.sport))
                 if hit is not None:  # symmetric RTP: a party sends from where it receives
-                    call, announcer = hit
-                    self._on_media(call, announcer, dg.payload, dg.ts, out)
+                    call, announcer, audio = hit
+                    self._on_media(call, announcer, audio, dg, out)
+                    continue
+                ended = self._ended_media
+                if (dg.dst, dg.dport) in ended or (dg.src, dg.sport) in ended:
+                    if _looks_like_rtp(dg.payload):
+                        self.report.late_media_packets += 1
                     continue
                 if (
                     dg.dport in self._sip_ports
@@ -187,6 +208,9 @@ class CaptureSession:
     def tick(self, now: float, out: list[CaptureEvent]) -> None:
         """Close calls that timed out; call it on idle live sources too."""
         self._next_expiry = now + _EXPIRE_EVERY_S
+        ended = self._ended_media
+        while ended and next(iter(ended.values())) < now - _LATE_MEDIA_S:
+            ended.popitem(last=False)
         for event in self._dialogs.expire(now):
             self._on_dialog_event(event, out)
 
@@ -204,7 +228,9 @@ class CaptureSession:
         """Ports whose media must reach userspace: those of analysed and contract calls."""
         self.media_ports_changed = False
         return {
-            port for (_, port), (call, _) in self._media.items() if call.policy is not Policy.DROP
+            port
+            for (_, port), (call, _, _) in self._media.items()
+            if call.policy is not Policy.DROP
         }
 
     # -- SIP ---------------------------------------------------------------------------------
@@ -254,21 +280,29 @@ class CaptureSession:
         out.append(CallStarted(call.ref, policy, frozenset((caller_role, callee_role))))
 
     def _on_negotiated(self, call: _Call, event: MediaNegotiated) -> None:
+        announced: dict[Endpoint, bool] = {}  # endpoint -> carries audio
         for media in event.media:
-            if media.kind != "audio" or media.port == 0 or media.addr is None:
+            audio = media.kind == "audio" and not media.proto.lower().startswith("udptl")
+            if audio:
+                if media.encrypted:
+                    call.undecodable = Undecodable.SRTP
+                call.codecs[event.party].update(media.codecs)
+                call.encodings.update(
+                    c.encoding for c in media.codecs.values() if c.encoding not in _NON_AUDIO
+                )
+            if media.port == 0 or media.addr is None or media.addr in _HOLD_ADDRESSES:
                 continue
-            if media.encrypted:
-                call.undecodable = Undecodable.SRTP
-            call.codecs[event.party].update(media.codecs)
-            call.encodings.update(
-                c.encoding for c in media.codecs.values() if c.encoding not in _NON_AUDIO
-            )
-            if media.addr in _HOLD_ADDRESSES:
-                continue
-            rtcp_port = media.rtcp_port or media.port + 1
-            for endpoint in ((media.addr, media.port), (media.addr, rtcp_port)):
-                self._media[endpoint] = (call, event.party)
-                call.endpoints.add(endpoint)
+            announced[(media.addr, media.port)] = audio
+            if media.rtcp_port is not None:
+                announced.setdefault((media.addr, media.rtcp_port), audio)
+        # a new SDP from a party replaces what that party (on that fork) announced before
+        key = (event.party, event.fork)
+        for endpoint in call.announced.get(key, {}).keys() - announced.keys():
+            if self._media.get(endpoint, _NO_HIT)[0] is call:
+                del self._media[endpoint]
+        for endpoint, audio in announced.items():
+            self._media[endpoint] = (call, event.party, audio)
+        call.announced[key] = announced
         for direction in call.directions.values():
             direction.stale = direction.stream is not None
         if call.policy is not Policy.DROP:
@@ -276,9 +310,14 @@ class CaptureSession:
 
     def _on_terminated(self, call: _Call, reason: EndReason, out: list[CaptureEvent]) -> None:
         del self._calls[call.call_id]
-        for endpoint in call.endpoints:
-            if self._media.get(endpoint, (None,))[0] is call:
-                del self._media[endpoint]
+        for endpoints in call.announced.values():
+            for endpoint in endpoints:
+                if self._media.get(endpoint, _NO_HIT)[0] is call:
+                    del self._media[endpoint]
+                    self._ended_media[endpoint] = self._now
+                    self._ended_media.move_to_end(endpoint)
+        while len(self._ended_media) > _MAX_ENDED_ENDPOINTS:
+            self._ended_media.popitem(last=False)
         stats = []
         for direction in call.directions.values():
             if direction.stream is not None:
@@ -303,25 +342,46 @@ class CaptureSession:
     # -- media -------------------------------------------------------------------------------
 
     def _on_media(
-        self, call: _Call, speaker: str, payload: bytes, ts: float, out: list[CaptureEvent]
+        self, call: _Call, speaker: str, audio: bool, dg: Datagram, out: list[CaptureEvent]
     ) -> None:
         direction = call.directions[speaker]
+        ts, payload = dg.ts, dg.payload
         if ts - call.last_touch > _TOUCH_EVERY_S:
             call.last_touch = ts
             self._dialogs.touch(call.call_id, ts)
+        if not audio:  # video, T.38 fax: belongs to the call, never parsed as audio
+            self.report.non_audio_packets += 1
+            return
+        if is_rtcp(payload):  # one header byte: tells RTCP apart without parsing anything
+            direction.rtcp += 1
+            self.report.rtcp_packets += 1
+            return
         if call.policy is Policy.DROP:
             # never parsed, never decoded: only counted, for one-way-audio detection
             direction.packets += 1
             self.report.rtp_packets_dropped_unsampled += 1
             return
-        if is_rtcp(payload):
-            direction.rtcp += 1
-            self.report.rtcp_packets += 1
-            return
+        flow = (dg.src, dg.sport, dg.dst, dg.dport)
+        if flow != direction.flow:
+            # forks, relays and odd B2BUAs can put two flows on one direction: follow one at a
+            # time, and switch only when the followed flow has gone quiet
+            if direction.flow is not None and ts - direction.flow_seen < _FLOW_SWITCH_S:
+                direction.competing += 1
+                self.report.competing_packets += 1
+                return
+            direction.flow = flow
+        direction.flow_seen = ts
         try:
             packet = parse_rtp(payload)
         except RtpError:
             self.report.rtp_malformed += 1
+            return
+        if packet.payload_type not in call.codecs[_OTHER[speaker]] and (
+            packet.payload_type not in call.codecs[speaker]
+        ):
+            # nobody negotiated this payload type: not this call's audio (T.38 switched by a
+            # media-gateway protocol, stray packets): counted, never decoded
+            self.report.unknown_payload_type += 1
             return
         direction.packets += 1
         self.report.rtp_packets_matched += 1
@@ -332,11 +392,15 @@ class CaptureSession:
                 self._retire_stream(call, direction, out)
             direction.stream = self._new_stream(call, speaker, direction)
         stream = direction.stream
-        for pcm in stream.push(packet):
+        decoded = stream.push(packet)
+        if stream.undecodable is not None:
+            # a timeline of filler without a decodable codec is not audio: hand on nothing
+            if call.undecodable is None:
+                call.undecodable = stream.undecodable
+                call.undecodable_codec = _codec_name(call, packet.payload_type, speaker)
+            return
+        for pcm in decoded:
             self._emit(call, direction, pcm, stream.sample_rate, out)
-        if stream.undecodable is not None and call.undecodable is None:
-            call.undecodable = stream.undecodable
-            call.undecodable_codec = _codec_name(call, packet.payload_type, speaker)
 
     def _new_stream(self, call: _Call, speaker: str, direction: _Direction) -> MediaStream:
         # the receiver's payload-type map governs what the sender puts on the wire
@@ -349,8 +413,10 @@ class CaptureSession:
     def _retire_stream(self, call: _Call, direction: _Direction, out: list[CaptureEvent]) -> None:
         stream = direction.stream
         assert stream is not None
-        for pcm in stream.flush():
-            self._emit(call, direction, pcm, stream.sample_rate, out)
+        remaining = stream.flush()
+        if stream.undecodable is None:
+            for pcm in remaining:
+                self._emit(call, direction, pcm, stream.sample_rate, out)
         stats = _stream_stats(direction.role, stream)
         direction.done.append(stats)
         rate = stream.sample_rate
@@ -377,7 +443,7 @@ class CaptureSession:
 
     def _on_unmatched(self, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
         self.report.unmatched_packets += 1
-        if len(payload) < 12 or payload[0] >> 6 != 2:
+        if not _looks_like_rtp(payload):
             return
         key = (src, sport, dst, dport)
         if key in self._unmatched or len(self._unmatched) < _MAX_UNMATCHED_FLOWS:
@@ -396,6 +462,11 @@ class CaptureSession:
 
 
 _NON_AUDIO = frozenset({"TELEPHONE-EVENT", "CN"})
+_NO_HIT: tuple[None, None, None] = (None, None, None)
+
+
+def _looks_like_rtp(payload: bytes) -> bool:
+    return len(payload) >= 12 and payload[0] >> 6 == 2 and not is_rtcp(payload)
 
 
 def _stream_stats(role: Role, stream: MediaStream) -> DirectionStats:

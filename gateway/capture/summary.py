@@ -35,6 +35,11 @@ def format_report(r: CaptureReport, *, sample_rate: float) -> str:
         f"RTP matched to calls    {r.rtp_packets_matched} parsed (analysed/contract), "
         f"{r.rtp_packets_dropped_unsampled} dropped unparsed (not sampled)",
         f"RTCP                    {r.rtcp_packets}",
+        f"video / fax (T.38)      {r.non_audio_packets} packets, never treated as audio",
+        f"media after call end    {r.late_media_packets} packets",
+        f"payload type not agreed {r.unknown_payload_type} packets (not decoded)",
+        f"second flow, ignored    {r.competing_packets} packets (another flow already carried"
+        " that direction)",
         f"RTP without signalling  {r.unmatched_flows} flows ({r.unmatched_packets} packets"
         " not matched to any call)",
     ]
