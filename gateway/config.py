@@ -91,6 +91,19 @@ class CaptureConfig:
 
 
 @dataclass(frozen=True)
+class SoundcardConfig:
+    device: str = _spec("", "input device name (or part of it); empty: the default input")
+    sample_rate: int = _spec(8000, "capture rate in Hz", lo=8000, hi=48000)
+    operator_channel: int = _spec(0, "input channel wired to the operator side", lo=0, hi=1)
+    activity_dbfs: float = _spec(
+        -45.0, "level above which a channel counts as active (call starts)", lo=-90, hi=0
+    )
+    end_silence_s: float = _spec(
+        8.0, "seconds of silence on both channels that end a call", lo=1, hi=600
+    )
+
+
+@dataclass(frozen=True)
 class PrivacyConfig:
     sample_rate: float = _spec(
         0.10, "fraction of calls analysed (chosen by a keyed hash)", lo=0, hi=1
@@ -151,6 +164,7 @@ class LoggingConfig:
 class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    soundcard: SoundcardConfig = field(default_factory=SoundcardConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
     contract: ContractConfig = field(default_factory=ContractConfig)

@@ -40,6 +40,7 @@ class EndReason(enum.Enum):
     REJECTED = "rejected"  # final failure response
     TIMEOUT = "timeout"  # no signalling or media for too long
     CAPTURE_END = "capture_end"  # the capture stopped while the call was up
+    LINE_SILENT = "line_silent"  # sound-card tap: both channels fell silent
 
 
 class Undecodable(enum.Enum):
