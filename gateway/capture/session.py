@@ -208,6 +208,7 @@ class CaptureSession:
     def tick(self, now: float, out: list[CaptureEvent]) -> None:
         """Close calls that timed out; call it on idle live sources too."""
         self._next_expiry = now + _EXPIRE_EVERY_S
+        self._decoder.expire(now)
         ended = self._ended_media
         while ended and next(iter(ended.values())) < now - _LATE_MEDIA_S:
             ended.popitem(last=False)
@@ -217,6 +218,7 @@ class CaptureSession:
     def finish(self) -> list[CaptureEvent]:
         """End of capture: every call still up ends with CAPTURE_END."""
         out: list[CaptureEvent] = []
+        self._decoder.flush()  # counts fragments and TCP messages the capture cut short
         for event in self._dialogs.end_all():
             self._on_dialog_event(event, out)
         self.report.packet_layer.update(self._decoder.counters)
