@@ -23,22 +23,46 @@ def test_shipped_example_is_valid() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"privacy": {"sampel_rate": 0.1}}, ["privacy.sampel_rate", "did you mean 'privacy.sample_rate'"]),
+        (
+            {"privacy": {"sampel_rate": 0.1}},
+            ["privacy.sampel_rate", "did you mean 'privacy.sample_rate'"],
+        ),
         ({"bogus": {}}, ["unknown key 'bogus'"]),
-        ({"privacy": {"sample_rate": "ten"}}, ["privacy.sample_rate", "'ten'", "expected a number"]),
+        (
+            {"privacy": {"sample_rate": "ten"}},
+            ["privacy.sample_rate", "'ten'", "expected a number"],
+        ),
         ({"privacy": {"sample_rate": 1.5}}, ["privacy.sample_rate", "1.5", "from 0 to 1"]),
         ({"privacy": {"trim_seconds": True}}, ["privacy.trim_seconds", "wrong type"]),
         ({"capture": {"sip_ports": 5060}}, ["capture.sip_ports", "expected a list"]),
         ({"capture": {"sip_ports": [70000]}}, ["capture.sip_ports[0]", "70000", "1 to 65535"]),
         ({"capture": {"sip_ports": []}}, ["capture.sip_ports is empty"]),
-        ({"roles": {"operator_networks": ["10.1.0.0/40"]}}, ["roles.operator_networks", "10.1.0.0/40"]),
-        ({"roles": {"caller_default": "boss"}}, ["roles.caller_default", "'boss'", "customer, operator, unknown"]),
+        (
+            {"roles": {"operator_networks": ["10.1.0.0/40"]}},
+            ["roles.operator_networks", "10.1.0.0/40"],
+        ),
+        (
+            {"roles": {"caller_default": "boss"}},
+            ["roles.caller_default", "'boss'", "customer, operator, unknown"],
+        ),
         ({"site": {"name": "Milano Centro"}}, ["site.name", "lowercase"]),
-        ({"contract": {"rules": [{"kind": "header", "pattern": "yes"}]}}, ["contract.rules[0].header is empty"]),
-        ({"contract": {"rules": [{"kind": "queue", "pattern": "(("}]}}, ["contract.rules[0].pattern", "regular expression"]),
-        ({"contract": {"rules": [{"kind": "queue", "pattern": "x", "extra": 1}]}}, ["unknown key 'contract.rules[0].extra'"]),
+        (
+            {"contract": {"rules": [{"kind": "header", "pattern": "yes"}]}},
+            ["contract.rules[0].header is empty"],
+        ),
+        (
+            {"contract": {"rules": [{"kind": "queue", "pattern": "(("}]}},
+            ["contract.rules[0].pattern", "regular expression"],
+        ),
+        (
+            {"contract": {"rules": [{"kind": "queue", "pattern": "x", "extra": 1}]}},
+            ["unknown key 'contract.rules[0].extra'"],
+        ),
         ({"contract": {"queue_header": "X Queue"}}, ["contract.queue_header", "header name"]),
-        ({"logging": {"level": "verbose"}}, ["logging.level", "'verbose'", "debug, info, warning, error"]),
+        (
+            {"logging": {"level": "verbose"}},
+            ["logging.level", "'verbose'", "debug, info, warning, error"],
+        ),
         ({"capture": 3}, ["capture must be a table"]),
     ],
 )

@@ -42,9 +42,7 @@ def test_free_text_identities_are_removed(secret: str) -> None:
 
 def test_sensitive_fields_are_redacted_whatever_their_shape() -> None:
     out = json.loads(
-        _log_json(
-            event="x", call_id="abc", caller="Mario", to_user="42", src_ip="x", from_tag="t"
-        )
+        _log_json(event="x", call_id="abc", caller="Mario", to_user="42", src_ip="x", from_tag="t")
     )
     for key in ("call_id", "caller", "to_user", "src_ip", "from_tag"):
         assert out[key] == "<redacted>"
@@ -70,26 +68,54 @@ def test_exceptions_are_redacted_too() -> None:
 
 
 def test_nested_values_are_redacted() -> None:
-    event = redact_processor(None, "info", {"event": "e", "detail": {"uri": "x", "n": ["+391234567"]}})
+    event = redact_processor(
+        None, "info", {"event": "e", "detail": {"uri": "x", "n": ["+391234567"]}}
+    )
     assert event["detail"] == {"uri": "<redacted>", "n": ["<number>"]}
 
 
 def test_identities_from_real_captures_never_reach_the_log(pcaps_dir, tshark) -> None:
     """Every Call-ID, URI, user and address tshark finds in real SIP is redacted."""
-    fields = ["sip.Call-ID", "sip.from.addr", "sip.to.addr", "sip.r-uri", "sip.contact.uri",
-              "sip.from.user", "sip.to.user", "ip.src", "ip.dst"]
+    fields = [
+        "sip.Call-ID",
+        "sip.from.addr",
+        "sip.to.addr",
+        "sip.r-uri",
+        "sip.contact.uri",
+        "sip.from.user",
+        "sip.to.user",
+        "ip.src",
+        "ip.dst",
+    ]
     values: set[str] = set()
-    for name in ("SIP-RTP-Normal_Call_two_parties.pcap", "SIP_DTMF2.cap", "b2bua-asterisk.pcapng",
-                 "sip-rtp-g711.pcap", "aaa.pcap"):
-        cmd = [tshark, "-n", "-r", str(pcaps_dir / name), "-Y", "sip", "-T", "fields",
-               "-E", "separator=\t"] + [a for f in fields for a in ("-e", f)]
+    for name in (
+        "SIP-RTP-Normal_Call_two_parties.pcap",
+        "SIP_DTMF2.cap",
+        "b2bua-asterisk.pcapng",
+        "sip-rtp-g711.pcap",
+        "aaa.pcap",
+    ):
+        cmd = [
+            tshark,
+            "-n",
+            "-r",
+            str(pcaps_dir / name),
+            "-Y",
+            "sip",
+            "-T",
+            "fields",
+            "-E",
+            "separator=\t",
+        ] + [a for f in fields for a in ("-e", f)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
             values.update(v for v in line.split("\t") for v in v.split(",") if len(v) >= 4)
     assert len(values) > 30
     for value in sorted(values):
         # in a field that names what it holds, any value goes
-        assert value not in json.dumps(redact_processor(None, "info", {"event": "e", "user": value}))
+        assert value not in json.dumps(
+            redact_processor(None, "info", {"event": "e", "user": value})
+        )
         # in free text, short bare words ("1111", "alice") cannot be told from ordinary words:
         # they are caught inside the URIs and headers where they occur, which is tested here
         shown = f"From: <sip:{value}@pbx.invalid>" if len(value) < 6 else f"value {value} seen"
