@@ -62,29 +62,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="Privacy-preserving call analytics beside the PBX.",
     )
     parser.add_argument("--version", action="version", version=f"callveil {__version__}")
-    parser.add_argument(
-        "-c",
-        "--config",
-        help=f"configuration file (default: $CALLVEIL_CONFIG or {DEFAULT_CONFIG})",
-    )
+    config_help = f"configuration file (default: $CALLVEIL_CONFIG or {DEFAULT_CONFIG})"
+    parser.add_argument("-c", "--config", help=config_help)
+    # the option is accepted after the subcommand too, where people tend to type it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    replay = sub.add_parser("replay", help="run the capture stage over a pcap/pcapng file")
+    replay = sub.add_parser(
+        "replay", parents=[common], help="run the capture stage over a pcap/pcapng file"
+    )
     replay.add_argument("file", help="capture file (pcap or pcapng)")
     replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(func=_cmd_replay)
 
     check = sub.add_parser(
-        "capture-check", help="listen on the mirror port and summarise what it carries"
+        "capture-check",
+        parents=[common],
+        help="listen on the mirror port and summarise what it carries",
     )
     check.add_argument("--interface", help="interface (default: capture.interface)")
     check.add_argument("--seconds", type=float, default=30.0, help="how long to listen")
     check.set_defaults(func=_cmd_capture_check)
 
-    config = sub.add_parser("config-check", help="validate the configuration file")
+    config = sub.add_parser(
+        "config-check", parents=[common], help="validate the configuration file"
+    )
     config.set_defaults(func=_cmd_config_check)
 
-    rotate = sub.add_parser("rotate-sampling-key", help="replace the per-box sampling secret")
+    rotate = sub.add_parser(
+        "rotate-sampling-key", parents=[common], help="replace the per-box sampling secret"
+    )
     rotate.set_defaults(func=_cmd_rotate_key)
     return parser
 

@@ -6,8 +6,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import structlog
-
 from gateway.capture.pcapfile import CaptureFileError, CaptureReader
 from gateway.capture.progress import ProgressBar
 from gateway.capture.session import CaptureSession
@@ -15,8 +13,6 @@ from gateway.capture.summary import format_report
 from gateway.config import Config
 from gateway.events import AudioChunk, CallEnded, CallStarted, CaptureEvent
 from gateway.seal.sampling_key import SamplingKey
-
-log = structlog.get_logger()
 
 
 def replay_file(path: Path, config: Config, *, progress: bool = True) -> int:
@@ -43,7 +39,6 @@ def replay_file(path: Path, config: Config, *, progress: bool = True) -> int:
         f"events handed on        {events['started']} calls started, {events['chunks']} audio "
         f"chunks ({events['audio_seconds'] / 100:.1f} s), {events['ended']} calls ended"
     )
-    log.info("replay finished", frames=session.report.frames, calls=session.report.calls)
     return 0
 
 
