@@ -77,6 +77,11 @@ class CaptureConfig:
     interface: str = _spec("eth1", "network interface wired to the mirror port")
     sip_ports: list[int] = _spec([5060], "UDP/TCP ports that carry SIP", lo=1, hi=65535)
     snaplen: int = _spec(2048, "bytes kept of each captured frame", lo=256, hi=65535)
+    kernel_filter: bool = _spec(
+        True,
+        "drop unsampled media in the kernel; set false for VXLAN/GRE/ERSPAN mirror feeds,"
+        " whose inner ports a kernel filter cannot see",
+    )
     socket_buffer_mib: int = _spec(
         32, "kernel receive buffer for the capture socket", lo=1, hi=1024
     )

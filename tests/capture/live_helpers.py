@@ -1,0 +1,101 @@
+"""Helpers for the live tests: packet sockets on ``lo``, free ports, and a frame's flow."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+import pytest
+
+from gateway.capture.bpf import FilterProgram, attach
+
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+PACKET_STATISTICS = 6
+ETH_P_ALL = 0x0003
+SO_RCVBUFFORCE = 33
+
+
+def require_packet_sockets() -> None:
+    """Skip, saying why, unless this process may open AF_PACKET sockets."""
+    if not hasattr(socket, "AF_PACKET"):
+        pytest.skip("AF_PACKET sockets exist on Linux only")
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError:
+        pytest.skip("live capture needs CAP_NET_RAW: run the live tests as root")
+
+
+def capture_socket(program: FilterProgram) -> socket.socket:
+    """A plain AF_PACKET socket on lo with ``program`` attached before it is bound."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    attach(sock, program)
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    sock.bind(("lo", ETH_P_ALL))
+    return sock
+
+
+def drain(sock: socket.socket, quiet: float = 0.3) -> list[bytes]:
+    """Every frame queued on ``sock`` until none has come for ``quiet`` seconds."""
+    sock.settimeout(quiet)
+    frames = []
+    while True:
+        try:
+            frames.append(sock.recv(65536))
+        except TimeoutError:
+            return frames
+
+
+def kernel_drops(sock: socket.socket) -> int:
+    return struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    family: int  # 4 or 6
+    proto: int
+    sport: int
+    dport: int
+
+
+def flow_of(frame: bytes) -> tuple[Flow, bytes] | None:
+    """The flow and transport payload of an untagged Ethernet/IP/UDP-or-TCP frame."""
+    (ethertype,) = struct.unpack_from("!H", frame, 12)
+    if ethertype == 0x0800:
+        family, proto, start = 4, frame[23], 14 + (frame[14] & 0x0F) * 4
+    elif ethertype == 0x86DD:
+        family, proto, start = 6, frame[20], 54
+    else:
+        return None
+    if proto not in (6, 17):
+        return None
+    sport, dport = struct.unpack_from("!HH", frame, start)
+    header = 8 if proto == 17 else (frame[start + 12] >> 4) * 4
+    return Flow(family, proto, sport, dport), frame[start + header :]
+
+
+class PortPool:
+    """Sockets bound to distinct free ports: no number is handed out twice, whatever the
+    protocol, so a port chosen as "rejected" can never collide with an accepted one."""
+
+    def __init__(self) -> None:
+        self.sockets: list[socket.socket] = []
+        self._used: set[int] = set()
+
+    def bind(self, family: int, kind: int) -> socket.socket:
+        host = "127.0.0.1" if family == socket.AF_INET else "::1"
+        while True:
+            sock = socket.socket(family, kind)
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+            if port not in self._used:
+                self._used.add(port)
+                self.sockets.append(sock)
+                return sock
+            sock.close()
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
