@@ -110,3 +110,19 @@ def test_events_from_real_calls_carry_no_identity(name, pcaps_dir, tshark, tmp_p
                 text += " " + str(value)
         for identity in identities:
             assert identity not in text, f"{type(event).__name__} carries a SIP identity"
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_replay_output_and_logs_carry_no_identity(name, pcaps_dir, tshark, tmp_path, capfd) -> None:
+    from gateway.cli import main
+
+    config = tmp_path / "callveil.toml"
+    config.write_text(
+        '[privacy]\nsample_rate = 1.0\ntrim_seconds = 0.0\nsampling_key_file = "k"\n'
+        '[logging]\nlevel = "debug"\nformat = "json"\n'
+    )
+    assert main(["replay", "-q", str(pcaps_dir / name), "-c", str(config)]) == 0
+    out, err = capfd.readouterr()
+    assert "calls" in out
+    for identity in _identities(tshark, pcaps_dir / name):
+        assert identity not in out + err, "the replay summary or a log line names a SIP identity"

@@ -57,6 +57,7 @@ _EXPIRE_EVERY_S = 1.0
 _TOUCH_EVERY_S = 5.0
 _FLOW_SWITCH_S = 1.0
 _LATE_MEDIA_S = 30.0
+_MAX_TRANSIT_STEP_S = 5.0
 _MAX_ENDED_ENDPOINTS = 8192
 _MAX_UNMATCHED_FLOWS = 4096
 
@@ -75,6 +76,9 @@ class _Direction:
     flow: tuple[bytes, int, bytes, int] | None = None  # the packet flow being followed
     flow_seen: float = 0.0
     competing: int = 0  # packets of other flows ignored while this one was live
+    jitter: float = 0.0  # RFC 3550 interarrival jitter, seconds
+    transit: float | None = None  # arrival minus RTP time of the previous packet, seconds
+    jitter_ssrc: int = -1
     done: list[DirectionStats] = field(default_factory=list)  # stats of replaced streams
 
 
@@ -123,6 +127,9 @@ class CaptureReport:
     lost: int = 0
     expected: int = 0
     duplicates: int = 0
+    max_jitter_ms: float = 0.0
+    jitter_directions: int = 0
+    mean_jitter_ms: float = 0.0
     decoded_seconds: float = 0.0
     trimmed_seconds: float = 0.0
     concealed_seconds: float = 0.0
@@ -339,6 +346,7 @@ class CaptureSession:
         if call.policy is not Policy.DROP:
             self.media_ports_changed = True
             self._account(stats)
+            self._account_jitter(call)
         out.append(CallEnded(call.ref, reason, undecodable, tuple(stats)))
 
     # -- media -------------------------------------------------------------------------------
@@ -378,15 +386,17 @@ class CaptureSession:
         except RtpError:
             self.report.rtp_malformed += 1
             return
-        if packet.payload_type not in call.codecs[_OTHER[speaker]] and (
-            packet.payload_type not in call.codecs[speaker]
-        ):
+        codec = call.codecs[_OTHER[speaker]].get(packet.payload_type) or call.codecs[speaker].get(
+            packet.payload_type
+        )
+        if codec is None:
             # nobody negotiated this payload type: not this call's audio (T.38 switched by a
             # media-gateway protocol, stray packets): counted, never decoded
             self.report.unknown_payload_type += 1
             return
         direction.packets += 1
         self.report.rtp_packets_matched += 1
+        _update_jitter(direction, packet.ssrc, packet.timestamp, codec.clock_rate, ts)
         if call.undecodable is Undecodable.SRTP:
             return
         if direction.stream is None or direction.stale:
@@ -462,9 +472,33 @@ class CaptureSession:
             r.duplicates += s.duplicates
             r.telephone_events += s.telephone_events
 
+    def _account_jitter(self, call: _Call) -> None:
+        r = self.report
+        for direction in call.directions.values():
+            if direction.transit is None:
+                continue
+            ms = direction.jitter * 1000
+            r.jitter_directions += 1
+            r.mean_jitter_ms += (ms - r.mean_jitter_ms) / r.jitter_directions
+            r.max_jitter_ms = max(r.max_jitter_ms, ms)
+
 
 _NON_AUDIO = frozenset({"TELEPHONE-EVENT", "CN"})
 _NO_HIT: tuple[None, None, None] = (None, None, None)
+
+
+def _update_jitter(
+    direction: _Direction, ssrc: int, rtp_ts: int, clock: int, arrival: float
+) -> None:
+    """RFC 3550 section 6.4.1: J += (|D| - J) / 16, restarted on a new SSRC."""
+    transit = arrival - rtp_ts / clock
+    if ssrc != direction.jitter_ssrc or direction.transit is None:
+        direction.jitter_ssrc = ssrc
+    else:
+        d = abs(transit - direction.transit)
+        if d < _MAX_TRANSIT_STEP_S:  # a timestamp jump (new talk spurt base) is not jitter
+            direction.jitter += (d - direction.jitter) / 16
+    direction.transit = transit
 
 
 def _looks_like_rtp(payload: bytes) -> bool:

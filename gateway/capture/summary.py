@@ -49,6 +49,8 @@ def format_report(r: CaptureReport, *, sample_rate: float) -> str:
             f"analysed directions     {r.analysed_directions}",
             f"  packet loss           {loss:.2%} ({r.lost} of {r.expected}),"
             f" duplicates {r.duplicates}",
+            f"  jitter (RFC 3550)     mean {r.mean_jitter_ms:.1f} ms, max {r.max_jitter_ms:.1f} ms"
+            " at the end of each direction",
             f"  audio                 {r.decoded_seconds:.1f} s decoded,"
             f" {r.trimmed_seconds:.1f} s trimmed before decoding,"
             f" {r.concealed_seconds:.1f} s concealed",
