@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.capture.codecs import decoder_for
-from gateway.capture.codecs.g711 import ALAW_TABLE, ULAW_TABLE, PitchConcealer
+from gateway.capture.codecs.concealment import PitchConcealer
+from gateway.capture.codecs.g711 import ALAW_TABLE, ULAW_TABLE
 from gateway.capture.sdp import Codec
 from tests.capture.test_rtp import tshark_rtp
 

@@ -10,31 +10,22 @@ from __future__ import annotations
 import numpy as np
 from G722 import G722
 
-from gateway.capture.codecs.g711 import PitchConcealer
+from gateway.capture.codecs.concealment import ConcealingDecoder
 
 _BIT_RATE = 64000
 
 
-class G722Decoder:
+class G722Decoder(ConcealingDecoder):
     sample_rate = 16000
     samples_per_tick = 2
-
-    __slots__ = ("_codec", "_plc")
+    __slots__ = ("_codec",)
 
     def __init__(self) -> None:
+        super().__init__(self.sample_rate)
         self._codec = G722(self.sample_rate, _BIT_RATE)
-        self._plc = PitchConcealer(self.sample_rate)
 
     def duration(self, payload: bytes) -> int:
         return len(payload)  # 8 bits per 8 kHz tick at 64 kbit/s
 
-    def decode(self, payload: bytes) -> np.ndarray:
-        pcm = np.frombuffer(self._codec.decode(payload), dtype=np.int16)
-        self._plc.remember(pcm)
-        return pcm
-
-    def conceal(self, n_samples: int) -> np.ndarray:
-        return self._plc.conceal(n_samples)
-
-    def forget(self) -> None:
-        self._plc.forget()
+    def _decode(self, payload: bytes) -> np.ndarray:
+        return np.frombuffer(self._codec.decode(payload), dtype=np.int16)

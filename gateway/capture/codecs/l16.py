@@ -9,39 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from gateway.capture.codecs.g711 import PitchConcealer
+from gateway.capture.codecs.concealment import ConcealingDecoder
 
 _BIG_ENDIAN_INT16 = np.dtype(">i2")
 
 
-class L16Decoder:
-    samples_per_tick = 1
-
-    __slots__ = ("_channels", "_frame_bytes", "_plc", "sample_rate")
+class L16Decoder(ConcealingDecoder):
+    __slots__ = ("_channels", "_frame_bytes", "sample_rate")
 
     def __init__(self, clock_rate: int, channels: int) -> None:
+        super().__init__(clock_rate)
         self.sample_rate = clock_rate
         self._channels = channels
         self._frame_bytes = 2 * channels
-        self._plc = PitchConcealer(clock_rate)
 
     def duration(self, payload: bytes) -> int:
         return len(payload) // self._frame_bytes
 
-    def decode(self, payload: bytes) -> np.ndarray:
+    def _decode(self, payload: bytes) -> np.ndarray:
         # a trailing partial frame cannot be placed in time: it is ignored
         usable = len(payload) - len(payload) % self._frame_bytes
         samples = np.frombuffer(payload, dtype=_BIG_ENDIAN_INT16, count=usable // 2)
         if self._channels == 1:
-            pcm = samples.astype(np.int16)
-        else:
-            frames = samples.reshape(-1, self._channels).astype(np.int32)
-            pcm = (frames.sum(axis=1) // self._channels).astype(np.int16)
-        self._plc.remember(pcm)
-        return pcm
-
-    def conceal(self, n_samples: int) -> np.ndarray:
-        return self._plc.conceal(n_samples)
-
-    def forget(self) -> None:
-        self._plc.forget()
+            return samples.astype(np.int16)
+        frames = samples.reshape(-1, self._channels).astype(np.int32)
+        return (frames.sum(axis=1) // self._channels).astype(np.int16)
