@@ -95,7 +95,7 @@ class AudioChunk:
 class DirectionStats:
     """Media quality of one direction, as counts: no times, no addresses."""
 
-    role: Role
+    role: Role = Role.UNKNOWN
     packets: int = 0
     lost: int = 0
     duplicates: int = 0
@@ -103,6 +103,17 @@ class DirectionStats:
     decoded_samples: int = 0
     trimmed_samples: int = 0
     telephone_events: int = 0
+
+    def __add__(self, other: DirectionStats) -> DirectionStats:
+        """Counts of two stretches of one direction (its role is kept)."""
+        return DirectionStats(
+            self.role,
+            *(getattr(self, f) + getattr(other, f) for f in _COUNT_FIELDS),
+        )
+
+
+_COUNT_FIELDS = ("packets", "lost", "duplicates", "concealed_samples", "decoded_samples",
+                 "trimmed_samples", "telephone_events")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

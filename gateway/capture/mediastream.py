@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +35,7 @@ from gateway.capture.codecs import (
 )
 from gateway.capture.jitterbuffer import JitterBuffer, Playout
 from gateway.capture.rtp import RtpPacket
-from gateway.events import Undecodable
+from gateway.events import DirectionStats, Undecodable
 
 _AUDIO, _EVENT, _NOISE, _UNSUPPORTED, _UNKNOWN = range(5)
 _TS_MOD = 1 << 32
@@ -47,19 +46,6 @@ _NOISE_SEED = 3389  # comfort noise is reproducible: replaying a capture gives t
 # A packet starting further behind the played audio than this is a sender's timestamp reset,
 # not an overlap (in-band audio under an event, a repeated timestamp): it starts a new base.
 _MAX_OVERLAP_SECONDS = 0.5
-
-
-@dataclass(slots=True)
-class StreamStats:
-    """Counts of one direction, field for field those of ``gateway.events.DirectionStats``."""
-
-    packets: int = 0
-    lost: int = 0
-    duplicates: int = 0
-    concealed_samples: int = 0
-    decoded_samples: int = 0
-    trimmed_samples: int = 0
-    telephone_events: int = 0
 
 
 class _Route:
@@ -121,8 +107,9 @@ class MediaStream:
         self._trimmed = 0
 
     @property
-    def stats(self) -> StreamStats:
-        return StreamStats(
+    def stats(self) -> DirectionStats:
+        """Counts so far; the role is the caller's to fill in."""
+        return DirectionStats(
             packets=self._packets,
             lost=self._jitter.lost,
             duplicates=self._jitter.duplicates,

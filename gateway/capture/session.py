@@ -9,7 +9,7 @@ Everything that leaves (``gateway.events``) carries only a random reference.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -429,7 +429,7 @@ class CaptureSession:
         if stream.undecodable is None:
             for pcm in remaining:
                 self._emit(call, direction, pcm, stream.sample_rate, out)
-        stats = _stream_stats(direction.role, stream)
+        stats = replace(stream.stats, role=direction.role)
         direction.done.append(stats)
         rate = stream.sample_rate
         self.report.decoded_seconds += stats.decoded_samples / rate
@@ -505,34 +505,12 @@ def _looks_like_rtp(payload: bytes) -> bool:
     return len(payload) >= 12 and payload[0] >> 6 == 2 and not is_rtcp(payload)
 
 
-def _stream_stats(role: Role, stream: MediaStream) -> DirectionStats:
-    s = stream.stats
-    return DirectionStats(
-        role=role,
-        packets=s.packets,
-        lost=s.lost,
-        duplicates=s.duplicates,
-        concealed_samples=s.concealed_samples,
-        decoded_samples=s.decoded_samples,
-        trimmed_samples=s.trimmed_samples,
-        telephone_events=s.telephone_events,
-    )
-
-
 def _sum_stats(direction: _Direction) -> DirectionStats:
-    total = DirectionStats(role=direction.role, packets=direction.packets)
-    for s in direction.done:
-        total = DirectionStats(
-            role=direction.role,
-            packets=direction.packets,
-            lost=total.lost + s.lost,
-            duplicates=total.duplicates + s.duplicates,
-            concealed_samples=total.concealed_samples + s.concealed_samples,
-            decoded_samples=total.decoded_samples + s.decoded_samples,
-            trimmed_samples=total.trimmed_samples + s.trimmed_samples,
-            telephone_events=total.telephone_events + s.telephone_events,
-        )
-    return total
+    total = DirectionStats(role=direction.role)
+    for stats in direction.done:
+        total = total + stats
+    # packets are counted here, where even unparsed (unsampled) media is seen
+    return replace(total, packets=direction.packets)
 
 
 def _codec_name(call: _Call, payload_type: int, speaker: str) -> str:
