@@ -31,10 +31,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from gateway.capture.bpf import FilterProgram, attach, build_filter, pass_all
+from gateway.capture.closing import Closing
 from gateway.capture.pcapfile import LINKTYPE_ETHERNET, Frame
 
 ETH_P_ALL = 0x0003
@@ -93,7 +92,7 @@ def interfaces() -> list[str]:
         return []
 
 
-class LiveSource:
+class LiveSource(Closing):
     """Frames from ``interface`` that carry SIP (on ``sip_ports``) or wanted media.
 
     ``buffer_bytes`` is the size of the ring shared with the kernel; ``snaplen`` caps the bytes
@@ -186,17 +185,6 @@ class LiveSource:
             self._sock.close()
             wakeup, self._wakeup = self._wakeup, -1  # a late stop() must not write to a reused fd
             os.close(wakeup)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def update_media_ports(self, ports: Iterable[int]) -> None:
         """Let exactly these media ports through the kernel filter (soon, if not at once)."""

@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO, Self
+from typing import BinaryIO
+
+from gateway.capture.closing import Closing
 
 # Link types (the LINKTYPE_/DLT_ numbers written in capture files).
 LINKTYPE_ETHERNET = 1
@@ -97,7 +98,7 @@ def _describe_magic(head: bytes) -> str:
     return shown
 
 
-class CaptureReader:
+class CaptureReader(Closing):
     """Iterate the frames of a pcap or pcapng file.
 
     ``size`` is the file size and ``position`` the number of bytes consumed so far (for a progress
@@ -154,17 +155,6 @@ class CaptureReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _mark_truncated(self) -> None:
         self.truncated = True

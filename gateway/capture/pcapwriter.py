@@ -9,9 +9,9 @@ from __future__ import annotations
 import socket
 import struct
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO, Self
+from typing import BinaryIO
 
+from gateway.capture.closing import Closing
 from gateway.capture.pcapfile import LINKTYPE_ETHERNET, MAX_RECORD
 
 _FILE_HEADER = struct.Struct("<IHHiIII")
@@ -26,7 +26,7 @@ _MAX_UDP_PAYLOAD = 0xFFFF - 8  # the UDP length field covers the 8-byte header t
 _MAX_IPV4_UDP_PAYLOAD = 0xFFFF - 20 - 8
 
 
-class PcapWriter:
+class PcapWriter(Closing):
     """A classic little-endian pcap with microsecond timestamps and Ethernet frames.
 
     ``target`` is a path (created or truncated, closed by ``close``) or a binary file opened
@@ -66,17 +66,6 @@ class PcapWriter:
             self._file.close()
         else:
             self._file.flush()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def udp_frame(src_ip: str, sport: int, dst_ip: str, dport: int, payload: bytes) -> bytes:

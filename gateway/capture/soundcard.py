@@ -23,10 +23,11 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
+
+from gateway.capture.closing import Closing
 
 BLOCK_SECONDS = 0.02
 CHANNELS = 2
@@ -57,7 +58,7 @@ class InputDevice:
 Block = tuple[np.ndarray, np.ndarray]
 
 
-class SoundcardSource:
+class SoundcardSource(Closing):
     """Two-channel blocks of 20 ms from the input device whose name contains ``device``.
 
     An empty ``device`` picks the default input. ``queue_blocks`` bounds the blocks waiting for
@@ -126,17 +127,6 @@ class SoundcardSource:
             self._stream.stop_stream()
             self._stream.close()
             self._pa.terminate()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _on_audio(self, data: bytes, frames: int, time_info: Any, status: int) -> tuple[None, int]:
         """PortAudio's thread: queue the raw block, nothing more."""
