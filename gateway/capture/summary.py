@@ -58,5 +58,5 @@ def format_report(r: CaptureReport, *, sample_rate: float) -> str:
         ]
     problems = {k: v for k, v in (r.packet_layer + r.dialog_layer).items() if v}
     if problems:
-        lines.append("packet and SIP layer    " + _pairs(Counter(problems)))
+        lines.append("layer counters          " + _pairs(Counter(problems)))
     return "\n".join(lines)
