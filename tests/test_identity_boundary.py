@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import typing
 from pathlib import Path
@@ -126,3 +127,5 @@ def test_replay_output_and_logs_carry_no_identity(name, pcaps_dir, tshark, tmp_p
     assert "calls" in out
     for identity in _identities(tshark, pcaps_dir / name):
         assert identity not in out + err, "the replay summary or a log line names a SIP identity"
+    # no clock time or date of any call: the summary holds counts and durations only
+    assert not re.search(r"\d{1,2}:\d{2}(:\d{2})?|\d{4}-\d{2}-\d{2}", out)
