@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 import typing
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from gateway.capture.pcapfile import CaptureReader
 from gateway.capture.session import CaptureSession
 from gateway.config import parse_config
 from gateway.seal.sampling_key import SamplingKey
+from tests.capture.tshark_reference import tshark_fields
 
 # the only field types an event may have: none of them can carry free text
 _ALLOWED = {
@@ -74,14 +74,10 @@ CAPTURES = [
 
 
 def _identities(tshark: str, path: Path) -> set[str]:
-    cmd = [tshark, "-n", "-r", str(path), "-Y", "sip", "-T", "fields", "-E", "separator=\t"]
-    for name in _SIP_FIELDS:
-        cmd += ["-e", name]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return {
         v.strip()
-        for line in out.splitlines()
-        for cell in line.split("\t")
+        for row in tshark_fields(tshark, path, "sip", *_SIP_FIELDS)
+        for cell in row
         for v in cell.split(",")
         # shorter values (extension "100", tag "1") cannot be told apart from counts in a repr;
         # the field-type test above is what rules them out

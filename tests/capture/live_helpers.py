@@ -1,10 +1,13 @@
-"""Helpers for the live tests: packet sockets on ``lo``, free ports, and a frame's flow."""
+"""Live-test helpers: packet sockets on ``lo``, free ports, a frame's flow, and SIPp's audio."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ PACKET_IGNORE_OUTGOING = 23
 PACKET_STATISTICS = 6
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33
+HERE = Path(__file__).parent
 
 
 def require_packet_sockets() -> None:
@@ -99,3 +103,22 @@ class PortPool:
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
+
+
+def free_udp_ports(count: int) -> list[int]:
+    """Distinct ports free right now (for programs that bind them themselves)."""
+    pool = PortPool()
+    ports = [pool.bind(socket.AF_INET, socket.SOCK_DGRAM).getsockname()[1] for _ in range(count)]
+    pool.close()
+    return ports
+
+
+def sipp_audio() -> Path:
+    """SIPp's own G.711 A-law capture, as packaged (Debian: sip-tester)."""
+    dpkg = shutil.which("dpkg")
+    if dpkg is not None:
+        listing = subprocess.run([dpkg, "-L", "sip-tester"], capture_output=True, text=True)
+        for line in listing.stdout.splitlines():
+            if line.endswith("/g711a.pcap"):
+                return Path(line)
+    pytest.skip("SIPp's g711a.pcap was not found (install the sip-tester package)")

@@ -1,18 +1,15 @@
-"""Test helpers: capture writers, packet builders, and tshark's view of a capture.
+"""Test helpers: capture writers and packet builders.
 
-The builders pack headers with ``struct`` so each test shows the exact bytes it feeds; tshark,
-run on the files the writers produce, is the independent check that the bytes are what they
-claim to be.
+The builders pack headers with ``struct`` so each test shows the exact bytes it feeds; tshark
+(``tshark_reference``), run on the files the writers produce, is the independent check that the
+bytes are what they claim to be.
 """
 
 from __future__ import annotations
 
-import functools
 import struct
-import subprocess
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.capture.linklayer import network_start
@@ -202,61 +199,3 @@ def first_udp_packet(path: Path, starts: bytes) -> bytes:
 def frames_of(path: Path) -> list[Frame]:
     with CaptureReader(path) as reader:
         return list(reader)
-
-
-# --- tshark's view ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TsharkFrame:
-    time_epoch: str
-    udp: tuple[int, int, int] | None  # innermost (source port, destination port, length)
-    icmp: bool
-    tcp: bool
-    websocket: bool
-    cseqs: tuple[str, ...]  # CSeq of each SIP message dissected in this frame
-
-
-_FIELDS = (
-    "frame.time_epoch",
-    "udp.srcport",
-    "udp.dstport",
-    "udp.length",
-    "icmp.type",
-    "icmpv6.type",
-    "tcp.srcport",
-    "websocket.opcode",
-    "sip.CSeq",
-)
-
-
-@functools.cache
-def tshark_view(tshark: str, path: Path) -> tuple[TsharkFrame, ...]:
-    """Per frame, what tshark sees (with IP and TCP reassembly, its defaults).
-
-    SIP on TCP port 6060 is decoded as SIP too: one shared capture uses that port.
-    """
-    command = [tshark, "-n", "-r", str(path), "-d", "tcp.port==6060,sip", "-T", "fields"]
-    command += ["-E", "occurrence=a", "-E", "aggregator=|", "-E", "separator=\t"]
-    for name in _FIELDS:
-        command += ["-e", name]
-    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
-    frames = []
-    for line in result.stdout.splitlines():
-        values = line.split("\t")
-        time_epoch, sport, dport, ulen, icmp, icmp6, tcp, ws, cseq = values
-
-        def last(value: str) -> int:
-            return int(value.split("|")[-1])
-
-        frames.append(
-            TsharkFrame(
-                time_epoch,
-                (last(sport), last(dport), last(ulen)) if sport else None,
-                bool(icmp or icmp6),
-                bool(tcp),
-                bool(ws),
-                tuple(cseq.split("|")) if cseq else (),
-            )
-        )
-    return tuple(frames)

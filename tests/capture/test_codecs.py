@@ -17,7 +17,7 @@ from gateway.capture.codecs import decoder_for
 from gateway.capture.codecs.concealment import PitchConcealer
 from gateway.capture.codecs.g711 import ALAW_TABLE, ULAW_TABLE
 from gateway.capture.sdp import Codec
-from tests.capture.test_rtp import tshark_rtp
+from tests.capture.tshark_reference import tshark_rtp
 
 with warnings.catch_warnings():  # the independent G.711 reference; audioop-lts from 3.13 on
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -24,7 +24,7 @@ from gateway.capture.packets import PacketDecoder
 from gateway.capture.pcapfile import CaptureFileError, CaptureReader
 from gateway.capture.sip import SipError, SipMessage, parse_sip
 from gateway.events import EndReason
-from tests.capture.test_sip import TsharkSip, tshark_sip_captures
+from tests.capture.tshark_reference import TsharkSip, tshark_sip_captures
 
 CALLER = socket.inet_pton(socket.AF_INET, "192.0.2.10")
 CALLEE = socket.inet_pton(socket.AF_INET, "198.51.100.20")

@@ -18,10 +18,15 @@ import pytest
 from gateway.capture.live import LiveCaptureError, LiveSource, interfaces
 from gateway.capture.packets import PacketDecoder
 from gateway.capture.pcapfile import LINKTYPE_ETHERNET, CaptureReader, Frame
-from tests.capture.live_helpers import PortPool, require_packet_sockets
+from tests.capture.live_helpers import (
+    HERE,
+    PortPool,
+    free_udp_ports,
+    require_packet_sockets,
+    sipp_audio,
+)
 from tests.capture.packet_helpers import ethernet, ipv4, udp
 
-HERE = Path(__file__).parent
 FLOOD = """
 import socket, sys
 port, count = int(sys.argv[1]), int(sys.argv[2])
@@ -33,14 +38,6 @@ for i in range(count):
 
 def _port(sock: socket.socket) -> int:
     return sock.getsockname()[1]
-
-
-def _free_udp_ports(count: int) -> list[int]:
-    """Distinct ports free right now (for programs that bind them themselves)."""
-    pool = PortPool()
-    ports = [_port(pool.bind(socket.AF_INET, socket.SOCK_DGRAM)) for _ in range(count)]
-    pool.close()
-    return ports
 
 
 def _collect(frames: Iterator[Frame | None], seconds: float) -> list[Frame]:
@@ -62,17 +59,6 @@ def _udp_payloads(frames: list[Frame]) -> list[bytes]:
 # --- a real call ------------------------------------------------------------------------------
 
 
-def _sipp_audio() -> Path:
-    """SIPp's own G.711 A-law capture, as packaged (Debian: sip-tester)."""
-    dpkg = shutil.which("dpkg")
-    if dpkg is not None:
-        listing = subprocess.run([dpkg, "-L", "sip-tester"], capture_output=True, text=True)
-        for line in listing.stdout.splitlines():
-            if line.endswith("/g711a.pcap"):
-                return Path(line)
-    pytest.skip("SIPp's g711a.pcap was not found (install the sip-tester package)")
-
-
 def _sip_summary(payload: bytes) -> tuple[str, str]:
     """(request method or status code, CSeq method) of a SIP message."""
     head, _, _ = payload.partition(b"\r\n\r\n")
@@ -89,11 +75,11 @@ def test_sipp_call_over_loopback_arrives_exactly_once(tmp_path: Path) -> None:
     sipp = shutil.which("sipp")
     if sipp is None:
         pytest.skip("sipp is not installed (Debian package sip-tester)")
-    audio = _sipp_audio()
+    audio = sipp_audio()
     (tmp_path / "g711a.pcap").symlink_to(audio)
     with CaptureReader(audio) as reader:
         expected_rtp = Counter(_udp_payloads(list(reader)))
-    uas, uac, uas_media, uac_media, rejected_port = _free_udp_ports(5)
+    uas, uac, uas_media, uac_media, rejected_port = free_udp_ports(5)
     rejected = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rejected.bind(("127.0.0.1", rejected_port))
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
@@ -209,7 +195,7 @@ def test_media_port_updates_are_swapped_in_and_coalesced() -> None:
 @pytest.mark.live
 def test_idle_ticks_and_stop_from_another_thread() -> None:
     require_packet_sockets()
-    (unused,) = _free_udp_ports(1)
+    (unused,) = free_udp_ports(1)
     with LiveSource("lo", sip_ports={unused}, idle_timeout=0.1) as source:
         timer = threading.Timer(0.55, source.stop)
         started = time.monotonic()

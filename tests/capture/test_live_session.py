@@ -16,8 +16,7 @@ import pytest
 
 from gateway.capture.replay import listen
 from gateway.config import parse_config
-from tests.capture.live_helpers import require_packet_sockets
-from tests.capture.test_live import HERE, _free_udp_ports, _sipp_audio
+from tests.capture.live_helpers import HERE, free_udp_ports, require_packet_sockets, sipp_audio
 
 pytestmark = pytest.mark.live
 
@@ -27,8 +26,8 @@ def _call(tmp_path: Path, sample_rate: float, trim: float):
     sipp = shutil.which("sipp")
     if sipp is None:
         pytest.skip("sipp is not installed (Debian package sip-tester)")
-    (tmp_path / "g711a.pcap").symlink_to(_sipp_audio())
-    uas, uac, uas_media, uac_media = _free_udp_ports(4)
+    (tmp_path / "g711a.pcap").symlink_to(sipp_audio())
+    uas, uac, uas_media, uac_media = free_udp_ports(4)
     config = parse_config(
         {
             "capture": {"sip_ports": [uas, uac]},

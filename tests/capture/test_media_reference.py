@@ -22,7 +22,7 @@ from gateway.capture.packets import PacketDecoder
 from gateway.capture.pcapfile import CaptureReader
 from gateway.capture.rtp import RtpError, is_rtcp, parse_rtp
 from gateway.capture.sdp import Codec
-from tests.capture.test_rtp import RtpRow, TsharkRtp, tshark_capture
+from tests.capture.tshark_reference import RtpRow, TsharkRtp, tshark_capture
 
 with warnings.catch_warnings():  # the independent G.711 decoder; audioop-lts from 3.13 on
     warnings.simplefilter("ignore", DeprecationWarning)

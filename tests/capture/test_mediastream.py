@@ -18,7 +18,7 @@ from gateway.capture.pcapfile import CaptureReader
 from gateway.capture.rtp import RtpError, RtpPacket, is_rtcp, parse_rtp
 from gateway.capture.sdp import Codec
 from gateway.events import DirectionStats, Role, Undecodable
-from tests.capture.test_rtp import tshark_rtcp, tshark_rtp
+from tests.capture.tshark_reference import tshark_rtcp, tshark_rtp
 
 with warnings.catch_warnings():  # the independent G.711 encoder/decoder
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -28,11 +28,11 @@ from tests.capture.packet_helpers import (
     ipv6,
     ipv6_fragment,
     linux_sll2,
-    tshark_view,
     udp,
     vxlan,
     write_pcap,
 )
+from tests.capture.tshark_reference import tshark_view
 
 # Files chosen to cover every link type, tunnel and reassembly case found in the shared set.
 TSHARK_FILES = [

@@ -20,9 +20,9 @@ from tests.capture.packet_helpers import (
     pcapng_option,
     pcapng_shb,
     read_pcap_records,
-    tshark_view,
     write_pcap,
 )
+from tests.capture.tshark_reference import tshark_view
 
 NETMON = "c07-sip-r2.cap"
 

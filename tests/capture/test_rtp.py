@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import struct
 import subprocess
 from collections import Counter
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -15,103 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.capture.rtp import RtpError, RtpPacket, is_rtcp, parse_rtp, rtcp_error
-
-_RTP_FIELDS = (
-    "ip.src", "udp.srcport", "ip.dst", "udp.dstport", "rtp.ssrc", "rtp.seq", "rtp.timestamp",
-    "rtp.p_type", "rtp.marker", "rtp.payload", "udp.payload", "rtpevent.event_id",
-)  # fmt: skip
-# one line of tshark's "-z rtp,streams" table: addresses, SSRC, payload names, packets, lost
-_STREAM_LINE = re.compile(
-    r"^\s*[\d.]+\s+[\d.]+\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)\s+0x([0-9A-Fa-f]+)\s+.*?"
-    r"\s(\d+)\s+(-?\d+) \("
-)
-
-
-@dataclass(frozen=True, slots=True)
-class RtpRow:
-    """One RTP packet as tshark dissects it (its heuristic finds streams without SDP)."""
-
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    ssrc: int
-    seq: int
-    ts: int
-    pt: int
-    marker: bool
-    payload: bytes  # tshark's rtp.payload
-    datagram: bytes  # the whole UDP payload
-    event: bool  # tshark dissects it as an RFC 4733 telephone event
-
-    @property
-    def direction(self) -> tuple[str, int, str, int]:
-        return (self.src, self.sport, self.dst, self.dport)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSummary:
-    """A row of tshark's RTP stream statistics."""
-
-    packets: int
-    lost: int  # expected minus received: negative when duplicates outnumber losses
-
-
-@dataclass(frozen=True, slots=True)
-class TsharkRtp:
-    rows: tuple[RtpRow, ...]
-    streams: dict[tuple[tuple[str, int, str, int], int], StreamSummary]  # (direction, SSRC)
-
-
-@cache
-def tshark_capture(tshark: str, path: Path) -> TsharkRtp:
-    """Every RTP packet of a capture in capture order, and tshark's per-stream statistics."""
-    command = [tshark, "-n", "-r", str(path), "--enable-heuristic", "rtp_udp"]
-    command += ["-Y", "rtp.version == 2", "-E", "occurrence=f", "-T", "fields"]
-    command += ["-z", "rtp,streams"]
-    for name in _RTP_FIELDS:
-        command += ["-e", name]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rows = []
-    streams = {}
-    for line in out.splitlines():
-        fields = line.split("\t")
-        if len(fields) != len(_RTP_FIELDS):
-            match = _STREAM_LINE.match(line)
-            if match:
-                src, sport, dst, dport, ssrc, packets, lost = match.groups()
-                key = ((src, int(sport), dst, int(dport)), int(ssrc, 16))
-                streams[key] = StreamSummary(int(packets), int(lost))
-            continue
-        src, sport, dst, dport, ssrc, seq, ts, pt, marker, payload, datagram, event = fields
-        row = RtpRow(
-            src=src,
-            sport=int(sport),
-            dst=dst,
-            dport=int(dport),
-            ssrc=int(ssrc, 16),
-            seq=int(seq),
-            ts=int(ts),
-            pt=int(pt),
-            marker=marker in ("1", "True"),
-            payload=bytes.fromhex(payload),
-            datagram=bytes.fromhex(datagram),
-            event=event != "",
-        )
-        rows.append(row)
-    return TsharkRtp(tuple(rows), streams)
-
-
-def tshark_rtp(tshark: str, path: Path) -> tuple[RtpRow, ...]:
-    """Every RTP packet of a capture in capture order, as tshark's RTP heuristic sees it."""
-    return tshark_capture(tshark, path).rows
-
-
-def tshark_rtcp(tshark: str, path: Path) -> list[bytes]:
-    command = [tshark, "-n", "-r", str(path), "--enable-heuristic", "rtcp_udp", "-Y", "rtcp"]
-    command += ["-E", "occurrence=f", "-T", "fields", "-e", "udp.payload"]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return [bytes.fromhex(line) for line in out.split()]
+from tests.capture.tshark_reference import tshark_rtcp, tshark_rtp
 
 
 def build_rtp(

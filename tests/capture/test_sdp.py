@@ -15,7 +15,7 @@ from gateway.capture.sdp import (
     parse_sdp,
 )
 from gateway.capture.sip import parse_sip, sdp_payload
-from tests.capture.test_sip import TsharkSip, tshark_sip_captures
+from tests.capture.tshark_reference import TsharkSip, tshark_sip_captures
 
 
 def sdp(*lines: str, eol: str = "\r\n") -> bytes:

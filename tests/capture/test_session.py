@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import audioop
 import socket
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from gateway.events import (
     Undecodable,
 )
 from gateway.seal.sampling_key import SamplingKey
+from tests.capture.tshark_reference import tshark_fields
 
 
 def run(path: Path, tmp_path: Path, **sections) -> tuple[CaptureSession, list[CaptureEvent]]:
@@ -34,14 +34,6 @@ def run(path: Path, tmp_path: Path, **sections) -> tuple[CaptureSession, list[Ca
         events += session.feed(frame)
     events += session.finish()
     return session, events
-
-
-def tshark_fields(tshark: str, path: Path, display_filter: str, *fields: str) -> list[list[str]]:
-    cmd = [tshark, "-n", "-r", str(path), "-Y", display_filter, "-T", "fields"]
-    for f in fields:
-        cmd += ["-e", f]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return [line.split("\t") for line in out.splitlines() if line]
 
 
 def audio_by_role(events: list[CaptureEvent]) -> dict[tuple[str, Role], np.ndarray]:

@@ -3,104 +3,12 @@ shared captures checked field by field against tshark's own SIP dissector."""
 
 from __future__ import annotations
 
-import functools
-import socket
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from gateway.capture.datagram import UDP, Datagram
 from gateway.capture.sip import SipError, parse_sip, sdp_payload, uri_user
-
-# -- shared reference: tshark's view of the SIP over UDP in the shared captures ---------------
-
-_SEP = "\x1f"  # tshark's aggregator between several occurrences of one field
-_FIELDS = (
-    "frame.time_epoch",
-    "ip.src",
-    "ip.dst",
-    "ipv6.src",
-    "ipv6.dst",
-    "udp.srcport",
-    "udp.dstport",
-    "udp.payload",
-    "sip.Call-ID",
-    "sip.Method",
-    "sip.Status-Code",
-    "sip.CSeq.seq",
-    "sip.CSeq.method",
-    "sip.from.tag",
-    "sip.to.tag",
-    "sip.from.user",
-    "sip.to.user",
-    "sip.r-uri.user",
-    "sip.From",
-    "sip.To",
-    "sdp.media",
-    "sdp.connection_info.address",
-    "sdp.mime.type",
-    "sdp.sample_rate",
-    "sdp.media_attr",
-)
-
-
-@dataclass(frozen=True)
-class TsharkSip:
-    """One SIP-over-UDP message as tshark dissected it."""
-
-    dg: Datagram
-    fields: dict[str, list[str]]  # every occurrence of each field, in packet order
-
-    def first(self, name: str) -> str:
-        values = self.fields[name]
-        return values[0] if values else ""
-
-
-def _address(row: dict[str, list[str]], v4: str, v6: str) -> bytes:
-    # The innermost header wins: tunnelled (GRE/ERSPAN) frames list the outer one first.
-    if row[v4]:
-        return socket.inet_pton(socket.AF_INET, row[v4][-1])
-    return socket.inet_pton(socket.AF_INET6, row[v6][-1])
-
-
-def _run_tshark(tshark: str, path: Path) -> list[TsharkSip]:
-    command = [tshark, "-n", "-r", str(path), "-Y", "sip && udp", "-T", "fields"]
-    command += ["-E", "occurrence=a", "-E", f"aggregator={_SEP}"]
-    for name in _FIELDS:
-        command += ["-e", name]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    messages = []
-    for line in out.splitlines():
-        values = line.split("\t")
-        row = {name: (v.split(_SEP) if v else []) for name, v in zip(_FIELDS, values, strict=True)}
-        dg = Datagram(
-            ts=float(row["frame.time_epoch"][0]),
-            src=_address(row, "ip.src", "ipv6.src"),
-            sport=int(row["udp.srcport"][-1]),
-            dst=_address(row, "ip.dst", "ipv6.dst"),
-            dport=int(row["udp.dstport"][-1]),
-            proto=UDP,
-            payload=bytes.fromhex(row["udp.payload"][-1]),
-        )
-        messages.append(TsharkSip(dg, row))
-    return messages
-
-
-@functools.cache
-def tshark_sip_captures(tshark: str, pcaps_dir: Path) -> dict[str, list[TsharkSip]]:
-    """Capture name -> its SIP-over-UDP messages per tshark, for every capture that has any.
-
-    A raw byte scan for the SIP version string picks the candidate files (cheap, and
-    independent of the packet layer); tshark then runs on them in parallel, once per session.
-    """
-    paths = [p for p in sorted(pcaps_dir.rglob("*")) if p.is_file() and p.suffix != ".md"]
-    candidates = [p for p in paths if b"SIP/2.0" in p.read_bytes()]
-    with ThreadPoolExecutor() as pool:
-        results = pool.map(lambda p: (p.name, _run_tshark(tshark, p)), candidates)
-        return {name: messages for name, messages in results if messages}
+from tests.capture.tshark_reference import TsharkSip, tshark_sip_captures
 
 
 @pytest.fixture(scope="module")

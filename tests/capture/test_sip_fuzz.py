@@ -22,7 +22,7 @@ from gateway.capture.dialogs import (
 )
 from gateway.capture.sdp import SdpError, parse_sdp
 from gateway.capture.sip import SipError, SipMessage, parse_sip, sdp_payload
-from tests.capture.test_sip import tshark_sip_captures
+from tests.capture.tshark_reference import tshark_sip_captures
 
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"

@@ -12,7 +12,8 @@ import pytest
 from gateway.capture.datagram import TCP, UDP
 from gateway.capture.packets import PacketDecoder
 from gateway.capture.tcpsip import TCP_FIN, TCP_RST, TCP_SYN, TcpSipReassembler, looks_like_sip
-from tests.capture.packet_helpers import frames_of, tshark_view
+from tests.capture.packet_helpers import frames_of
+from tests.capture.tshark_reference import tshark_view
 
 CLIENT = bytes([198, 51, 100, 1])
 SERVER = bytes([198, 51, 100, 2])
