@@ -10,6 +10,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
 from gateway.logs import configure_logging
+from gateway.seal.keyprovider import SealError
 
 DEFAULT_CONFIG = Path("/etc/callveil/callveil.toml")
 
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"callveil: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SealError as exc:
+        print(f"callveil: key error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

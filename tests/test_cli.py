@@ -42,3 +42,13 @@ def test_capture_check_on_a_missing_interface_fails_clearly(tmp_path, capsys) ->
     config.write_text('[privacy]\nsampling_key_file = "k"\n')
     assert main(["capture-check", "--interface", "nope0", "--seconds", "1", "-c", str(config)]) == 1
     assert "no network interface named 'nope0'" in capsys.readouterr().err
+
+
+def test_a_sampling_key_others_can_read_is_refused(tmp_path, capsys) -> None:
+    config = tmp_path / "box.toml"
+    config.write_text('[privacy]\nsampling_key_file = "k"\n')
+    (tmp_path / "k").write_bytes(bytes(32))
+    (tmp_path / "k").chmod(0o644)
+    demo = REPO / "demo" / "demo-calls.pcap"
+    assert main(["replay", "-q", str(demo), "-c", str(config)]) == 2
+    assert "chmod 600" in capsys.readouterr().err

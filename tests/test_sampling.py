@@ -8,7 +8,8 @@ import pytest
 from gateway.capture.policy import PolicyDecider
 from gateway.config import parse_config
 from gateway.events import Policy
-from gateway.seal.sampling_key import SamplingKey, SamplingKeyError
+from gateway.seal.keyprovider import SealError
+from gateway.seal.sampling_key import SamplingKey
 
 
 def test_key_is_created_private_and_stable(tmp_path: Path) -> None:
@@ -34,7 +35,7 @@ def test_key_readable_by_others_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "sampling.key"
     SamplingKey.load_or_create(path)
     os.chmod(path, 0o644)
-    with pytest.raises(SamplingKeyError, match="chmod 600"):
+    with pytest.raises(SealError, match="chmod 600"):
         SamplingKey.load_or_create(path)
 
 
