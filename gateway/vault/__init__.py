@@ -1,0 +1,1 @@
+"""The vault: sealed records in SQLite, with phases and retention."""
