@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.capture.bpf import FilterProgram, attach, build_filter, pass_all
-from gateway.capture.closing import Closing
 from gateway.capture.pcapfile import LINKTYPE_ETHERNET, Frame
+from gateway.closing import Closing
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.capture.closing import Closing
+from gateway.closing import Closing
 
 # Link types (the LINKTYPE_/DLT_ numbers written in capture files).
 LINKTYPE_ETHERNET = 1

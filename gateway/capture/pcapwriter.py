@@ -11,8 +11,8 @@ import struct
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.capture.closing import Closing
 from gateway.capture.pcapfile import LINKTYPE_ETHERNET, MAX_RECORD
+from gateway.closing import Closing
 
 _FILE_HEADER = struct.Struct("<IHHiIII")
 _RECORD_HEADER = struct.Struct("<IIII")

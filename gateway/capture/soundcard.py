@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.capture.closing import Closing
+from gateway.closing import Closing
 
 BLOCK_SECONDS = 0.02
 CHANNELS = 2

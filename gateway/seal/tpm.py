@@ -57,6 +57,7 @@ from tpm2_pytss.types import (
     TPMU_SYM_MODE,
 )
 
+from gateway.closing import Closing
 from gateway.seal.keyprovider import KEK_BYTES, SealError
 from gateway.seal.privatefile import read_private, write_private
 
@@ -110,7 +111,7 @@ def _connect(tcti: str) -> ESAPI:
         ) from None
 
 
-class TpmKeyProvider:
+class TpmKeyProvider(Closing):
     """The KEK and signing keys of a TPM, bound to the measured release."""
 
     name = "tpm"
@@ -147,12 +148,6 @@ class TpmKeyProvider:
         except BaseException:
             self.close()
             raise
-
-    def __enter__(self) -> TpmKeyProvider:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Flush the primary key and close the connection; safe to call twice."""

@@ -15,8 +15,8 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
+from gateway.closing import Closing
 from gateway.seal.envelope import Sealer
 from gateway.vault.phases import COLLECTED, DELETED, check_transition
 from gateway.vault.records import (
@@ -55,7 +55,7 @@ def _parse_id(record_id: str) -> bytes:
     return raw
 
 
-class Vault:
+class Vault(Closing):
     """The record store at ``path``; ``sealers`` holds one Sealer per partition it may use.
 
     A partition without a Sealer can be listed and shredded but not written or read, so each
@@ -191,14 +191,3 @@ class Vault:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> Vault:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

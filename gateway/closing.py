@@ -1,4 +1,4 @@
-"""``with``-statement support for the sources and sinks that own a file or a socket."""
+"""``with``-statement support for what owns a file, a socket or a connection."""
 
 from __future__ import annotations
 
