@@ -9,6 +9,11 @@ objects, kept on disk as TPM-encrypted blobs (useless without this TPM):
 - ``ak.tpm``: a restricted ECC P-256 signing key for attestation quotes;
 - ``signer.tpm``: an unrestricted ECC P-256 key that signs published data.
 
+For attestation the provider also quotes PCRs with the AK, and proves the AK lives in the same
+TPM as the endorsement key (EK) by activating a credential that a verifier made for the AK's
+name under the EK (TCG credential activation); the EK is re-derived from the endorsement seed
+each time and its certificate read from the TPM's NV storage.
+
 The KEK is unsealed over a session salted with the primary key and with response
 encryption, so it never crosses the TPM bus in clear. Objects are loaded only for the
 command that needs them and flushed right after: a TPM without a resource manager (and the
@@ -21,6 +26,8 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +46,10 @@ from tpm2_pytss.constants import (
     TPMA_SESSION,
 )
 from tpm2_pytss.types import (
+    TPM2B_DATA,
     TPM2B_DIGEST,
+    TPM2B_ENCRYPTED_SECRET,
+    TPM2B_ID_OBJECT,
     TPM2B_PRIVATE,
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE,
@@ -56,6 +66,7 @@ from tpm2_pytss.types import (
     TPMU_SYM_KEY_BITS,
     TPMU_SYM_MODE,
 )
+from tpm2_pytss.utils import NVReadEK, create_ek_template
 
 from gateway.closing import Closing
 from gateway.seal.keyprovider import KEK_BYTES, SealError
@@ -87,6 +98,19 @@ _AES128_CFB = TPMT_SYM_DEF(
     keyBits=TPMU_SYM_KEY_BITS(aes=128),
     mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
 )
+
+
+# TPM2B_DATA holds at most a TPMT_HA (2 + 64 bytes); fewer than 8 bytes would be guessable.
+NONCE_BYTES = (8, 64)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A TPM quote: the signed TPMS_ATTEST, its DER signature and the quoted PCR values."""
+
+    attest: bytes
+    signature: bytes
+    pcrs: dict[int, bytes]
 
 
 def extended_pcr(measurement: bytes) -> bytes:
@@ -273,7 +297,97 @@ class TpmKeyProvider(Closing):
         """The public half of the restricted key that will sign attestation quotes."""
         return self._read_object("ak")[0].to_pem()
 
+    # -- attestation ------------------------------------------------------------------------
+
+    def attestation_public(self) -> bytes:
+        """The AK's marshalled TPM2B_PUBLIC: verifiers derive its name and key from it."""
+        return self._read_object("ak")[0].marshal()
+
+    def quote(self, nonce: bytes, pcrs: Sequence[int]) -> Quote:
+        """Quote the SHA-256 bank's ``pcrs`` with the AK, qualified by the verifier's ``nonce``."""
+        if not NONCE_BYTES[0] <= len(nonce) <= NONCE_BYTES[1]:
+            raise SealError(
+                f"the nonce has {len(nonce)} bytes; give {NONCE_BYTES[0]} to {NONCE_BYTES[1]} "
+                "random bytes chosen by the verifier"
+            )
+        indices = sorted(set(pcrs))
+        if not indices or not all(0 <= i <= 23 for i in indices):
+            raise SealError(f"cannot quote PCRs {pcrs}: give PCR numbers from 0 to 23")
+        selection = TPML_PCR_SELECTION.parse("sha256:" + ",".join(map(str, indices)))
+        with self._lock:
+            handle = self._load("ak", self._read_object("ak"))
+            try:
+                attest, signature = self._tpm.quote(handle, selection, TPM2B_DATA(nonce))
+                # read after quoting; a PCR extended in between makes the verifier's digest
+                # check fail, and the verifier simply asks again
+                values = {i: self._read_pcr(i) for i in indices}
+            except TSS2_Exception as exc:
+                raise SealError(f"the TPM failed to quote: {exc}") from None
+            finally:
+                self._tpm.flush_context(handle)
+        der = encode_dss_signature(
+            int.from_bytes(bytes(signature.signature.ecdsa.signatureR), "big"),
+            int.from_bytes(bytes(signature.signature.ecdsa.signatureS), "big"),
+        )
+        return Quote(bytes(attest), der, values)
+
+    def endorsement(self) -> tuple[bytes, bytes | None]:
+        """The RSA 2048 EK's marshalled TPM2B_PUBLIC and its DER certificate, if the TPM has one."""
+        with self._lock:
+            try:
+                certificate, handle, public = self._endorsement_key()
+            except TSS2_Exception as exc:
+                raise SealError(f"the TPM failed to derive its endorsement key: {exc}") from None
+            self._tpm.flush_context(handle)
+        return public.marshal(), certificate
+
+    def activate_credential(self, credential: bytes, secret: bytes) -> bytes:
+        """The secret a verifier encrypted to this TPM's EK for the AK's name (enrolment proof).
+
+        The TPM releases it only if the EK is its own and an object with exactly that name (our
+        AK, which never leaves this TPM) is loaded.
+        """
+        try:
+            id_object = _unmarshal_exact(TPM2B_ID_OBJECT, credential)
+            encrypted = _unmarshal_exact(TPM2B_ENCRYPTED_SECRET, secret)
+        except (TSS2_Exception, ValueError):
+            raise SealError("the challenge is damaged: not a TPM credential and secret") from None
+        with self._lock:
+            ak = self._load("ak", self._read_object("ak"))
+            ek = session = None
+            try:
+                _, ek, _ = self._endorsement_key()
+                session = self._tpm.start_auth_session(
+                    ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY, _NO_SYM, TPM2_ALG.SHA256
+                )
+                # the EK's standard policy: PolicySecret on the endorsement hierarchy
+                self._tpm.policy_secret(ESYS_TR.ENDORSEMENT, session)
+                released = self._tpm.activate_credential(
+                    ak, ek, id_object, encrypted, session2=session
+                )
+            except TSS2_Exception as exc:
+                raise SealError(
+                    f"the TPM refused the credential ({exc}): the challenge was made for "
+                    "another TPM's endorsement key or another attestation key"
+                ) from None
+            finally:
+                for handle in (session, ek, ak):
+                    if handle is not None:
+                        self._tpm.flush_context(handle)
+        return bytes(released)
+
     # -- internals --------------------------------------------------------------------------
+
+    def _read_pcr(self, index: int) -> bytes:
+        _, _, values = self._tpm.pcr_read(TPML_PCR_SELECTION.parse(f"sha256:{index}"))
+        return bytes(values.digests[0])
+
+    def _endorsement_key(self) -> tuple[bytes | None, ESYS_TR, TPM2B_PUBLIC]:
+        certificate, template = create_ek_template("EK-RSA2048", NVReadEK(self._tpm))
+        handle, public = self._tpm.create_primary(
+            TPM2B_SENSITIVE_CREATE(), template, primary_handle=ESYS_TR.ENDORSEMENT
+        )[:2]
+        return certificate, handle, public
 
     def _path(self, name: str) -> Path:
         return self._state / f"{name}.tpm"
@@ -377,3 +491,10 @@ class TpmKeyProvider(Closing):
                 f"the TPM rejected {self._path(name)} ({exc}): the blob is damaged or was "
                 "modified, or was made by another TPM; restore it from backup"
             ) from None
+
+
+def _unmarshal_exact(kind: Any, data: bytes) -> Any:
+    value, used = kind.unmarshal(data)
+    if used != len(data) or value.marshal() != data:
+        raise ValueError("not exactly one canonical structure")
+    return value

@@ -147,3 +147,45 @@ class BusRecorder:
                 dst.sendall(chunk)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+
+def manufacture_tpm(state: Path, ca_dir: Path) -> Path:
+    """Give a fresh swtpm state an EK and an EK certificate, as a TPM maker does.
+
+    The certificate is issued by a local CA (root and intermediate) created in ``ca_dir``;
+    returns one PEM file holding both, as TPM makers publish them for verifiers.
+    """
+    exe = shutil.which("swtpm_setup")
+    if exe is None:
+        pytest.skip("swtpm_setup is not installed (scripts/setup installs swtpm-tools)")
+    state.mkdir(parents=True, exist_ok=True)
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    localca = ca_dir / "swtpm-localca.conf"
+    localca.write_text(
+        f"statedir = {ca_dir}\nsigningkey = {ca_dir}/signkey.pem\n"
+        f"issuercert = {ca_dir}/issuercert.pem\ncertserial = {ca_dir}/certserial\n"
+    )
+    options = ca_dir / "swtpm-localca.options"
+    options.write_text("--platform-manufacturer callveil-tests\n")
+    setup = ca_dir / "swtpm_setup.conf"
+    setup.write_text(
+        f"create_certs_tool = {shutil.which('swtpm_localca') or 'swtpm_localca'}\n"
+        f"create_certs_tool_config = {localca}\ncreate_certs_tool_options = {options}\n"
+        "active_pcr_banks = sha256\n"
+    )
+    done = subprocess.run(
+        [exe, "--tpm2", "--tpmstate", str(state), "--create-ek-cert", "--config", str(setup),
+         "--overwrite"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.fail(f"swtpm_setup failed: {done.stdout}{done.stderr}")
+    bundle = ca_dir / "maker-ca.pem"
+    bundle.write_bytes(
+        (ca_dir / "swtpm-localca-rootca-cert.pem").read_bytes()
+        + (ca_dir / "issuercert.pem").read_bytes()
+    )
+    return bundle
