@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
 from gateway.logs import configure_logging
 from gateway.seal.keyprovider import SealError
+from gateway.vault.commands import add_staff_commands
 
 DEFAULT_CONFIG = Path("/etc/callveil/callveil.toml")
 
@@ -57,6 +60,38 @@ def _cmd_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attest(args: argparse.Namespace) -> int:
+    from gateway.seal import attest
+    from gateway.seal.fromconfig import open_configured_provider
+
+    config = _load(args)
+    nonce, challenge = b"", None
+    if args.step == "quote":
+        try:
+            nonce = bytes.fromhex(args.nonce)
+        except ValueError:
+            raise SealError("--nonce must be hex, as the verifier chose it") from None
+    if args.step == "activate":
+        try:
+            challenge = json.loads(Path(args.challenge).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SealError(f"cannot read the challenge {args.challenge}: {exc}") from None
+    with contextlib.closing(open_configured_provider(config, _config_path(args))) as provider:
+        if challenge is not None:
+            print(attest.activate(provider, challenge))
+            return 0
+        if args.step == "enrolment":
+            document = attest.enrolment(provider)
+        else:
+            document = attest.quote(provider, nonce, config.keys.pcr)
+    text = json.dumps(document, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callveil",
@@ -95,10 +130,47 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate-sampling-key", parents=[common], help="replace the per-box sampling secret"
     )
     rotate.set_defaults(func=_cmd_rotate_key)
+    add_staff_commands(sub, common, _load, _config_path)
+
+    attest = sub.add_parser(
+        "attest", parents=[common], help="prove to a security team what this box runs (TPM)"
+    )
+    steps = attest.add_subparsers(dest="step", required=True)
+    steps.add_parser("enrolment", help="print the TPM's EK, its certificate and the AK")
+    activate = steps.add_parser("activate", help="answer a verifier's enrolment challenge")
+    activate.add_argument("challenge", help="the challenge file the verifier made")
+    quote = steps.add_parser("quote", help="quote the release and boot PCRs")
+    quote.add_argument("--nonce", required=True, help="the verifier's random nonce, in hex")
+    for step in (steps.choices["enrolment"], quote):
+        step.add_argument("--out", help="write the document here instead of standard output")
+    attest.set_defaults(func=_cmd_attest)
+
+    # listed for --help only: main() hands its arguments to the standalone verifier untouched
+    sub.add_parser(
+        "verify-attestation",
+        help="check a box's enrolment or quote (security teams; see its --help)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "feed",
+        help="central side: collect, verify and merge the boxes' aggregates (see its --help)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # the verifier needs no configuration: "-c FILE" before it is accepted and ignored
+    start = 2 if argv[:1] in (["-c"], ["--config"]) else 0
+    if argv[start : start + 1] == ["verify-attestation"]:
+        from gateway.verifiers.attestation import main as verify
+
+        return verify(argv[start + 1 :])
+    if argv[start : start + 1] == ["feed"]:
+        from gateway.feed.command import main as feed
+
+        return feed(argv[start + 1 :])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

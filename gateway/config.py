@@ -29,9 +29,11 @@ def _spec(
     hi: float | None = None,
     choices: tuple[str, ...] | None = None,
     check: typing.Callable[[Any], str | None] | None = None,
+    path: bool = False,
 ) -> Any:
-    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "check": check}
-    if isinstance(default, list | tuple):
+    # path=True: a file path that load_config makes relative to the configuration file
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "check": check, "path": path}
+    if isinstance(default, list | tuple | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
@@ -117,7 +119,9 @@ class PrivacyConfig:
         10.0, "seconds cut from the start of each direction before decoding", lo=0, hi=120
     )
     sampling_key_file: str = _spec(
-        "/var/lib/callveil/sampling.key", "per-box secret for the sampling hash (created if absent)"
+        "/var/lib/callveil/sampling.key",
+        "per-box secret for the sampling hash (created if absent)",
+        path=True,
     )
 
 
@@ -165,6 +169,278 @@ class LoggingConfig:
     )
 
 
+def _check_bounds(values: list[float]) -> str | None:
+    if len(values) != 2 or values[0] > values[1]:
+        return f"{values!r} must be [low, high] with low <= high, e.g. [2.0, 5.0]"
+    return None
+
+
+@dataclass(frozen=True)
+class AnonymizerConfig:
+    pitch_semitones: list[float] = _spec(
+        [2.0, 5.0],
+        "size of the per-call pitch shift in semitones, [low, high]; up or down is drawn too",
+        lo=0,
+        hi=12,
+        check=_check_bounds,
+    )
+    formant_warp: list[float] = _spec(
+        [0.05, 0.15],
+        "size of the per-call formant (spectral-envelope) warp, [low, high]; its sign is drawn",
+        lo=0,
+        hi=0.3,
+        check=_check_bounds,
+    )
+    tilt_db: list[float] = _spec(
+        [0.0, 6.0],
+        "size of the per-call spectral tilt in dB across the band, [low, high]; sign drawn",
+        lo=0,
+        hi=12,
+        check=_check_bounds,
+    )
+
+
+def _check_pcr(value: int) -> str | None:
+    if value not in (16, 23):
+        return f"{value} cannot hold the release measurement; use 23 (16 only for tests)"
+    return None
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    provider: str = _spec(
+        "tpm",
+        "where the vault key and signing key live: the TPM, or a passphrase-protected file "
+        "for boxes without one",
+        choices=("tpm", "software"),
+    )
+    tcti: str = _spec("device:/dev/tpmrm0", "how to reach the TPM (a TSS2 TCTI string)")
+    pcr: int = _spec(23, "PCR that holds the release measurement", check=_check_pcr)
+    state_dir: str = _spec(
+        "/var/lib/callveil/tpm", "directory of the TPM-encrypted key blobs", path=True
+    )
+    key_file: str = _spec(
+        "/var/lib/callveil/keys.soft", "key file of the software provider", path=True
+    )
+    passphrase_file: str = _spec(
+        "/etc/callveil/keys.passphrase",
+        "file (mode 0600) holding the software provider's passphrase; never put it here",
+        path=True,
+    )
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    path: str = _spec("/var/lib/callveil/vault.db", "the encrypted record store", path=True)
+    users_path: str = _spec(
+        "/var/lib/callveil/users.db", "staff accounts and their password hashes", path=True
+    )
+    audit_path: str = _spec("/var/lib/callveil/audit.db", "the hash-chained audit log", path=True)
+    analytics_recording_days: int = _spec(
+        30, "days an anonymized trimmed recording is kept", lo=7, hi=3660
+    )
+    analytics_summary_days: int = _spec(
+        365, "days a call summary (no ids, no times) is kept", lo=7, hi=3660
+    )
+    contract_recording_days: int = _spec(
+        3653, "days a contract recording is kept as legal evidence", lo=7, hi=7310
+    )
+    sign_every: int = _spec(
+        100, "sign the audit log's chain head with the box key every this many entries", lo=1
+    )
+    password_free_attempts: int = _spec(
+        3, "wrong passwords in a row before an account is locked", lo=1, hi=20
+    )
+    password_lockout_s: float = _spec(
+        30.0, "first lockout; each further wrong password doubles it", lo=0.1, hi=3600
+    )
+    password_lockout_max_s: float = _spec(3600.0, "longest lockout", lo=1, hi=86400)
+    password_memory_mib: int = _spec(
+        64,
+        "memory each password check takes (Argon2id, 3 passes, 4 lanes); 64 is RFC 9106's "
+        "low-memory profile, lower only on boxes short of memory",
+        lo=19,
+        hi=1024,
+    )
+
+
+_TOPICS = {
+    "billing": ["fattura", "bolletta", "addebito", "pagamento", "rimborso"],
+    "cancellation": ["disdetta", "recesso", "annullare", "disdire", "chiudere il contratto"],
+    "technical_fault": ["guasto", "non funziona", "senza linea", "linea disturbata"],
+    "complaint": ["reclamo", "lamentela", "inaccettabile", "insoddisfatto"],
+}
+# Short frequent words that are no topic: ordinary speech lands on them instead of a phrase.
+_FILLERS = ["e", "a", "di", "che", "il", "la", "un", "per", "in", "con", "mi", "si", "ma", "ho"]
+
+
+def _check_topics(topics: dict[str, list[str]]) -> str | None:
+    if not topics:
+        return 'no topics; list at least one, e.g. billing = ["fattura", "bolletta"]'
+    seen: dict[tuple[str, ...], str] = {}
+    for topic, phrases in topics.items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", topic):
+            return f"topic name {topic!r} must be 1-63 lowercase letters, digits, '-' or '_'"
+        if not phrases:
+            return f"{topic} = []: list at least one phrase, or remove the topic"
+        for i, phrase in enumerate(phrases):
+            words = tuple(phrase.split())
+            if not words:
+                return f"{topic}[{i}] = {phrase!r} is empty; write a word or a phrase"
+            if seen.get(words) == topic:
+                return f"{phrase!r} is listed twice under {topic!r}; keep it once"
+            if words in seen:
+                return (
+                    f"{phrase!r} is listed under both {seen[words]!r} and {topic!r}; "
+                    "a phrase counts for one topic only, so keep it in one"
+                )
+            seen[words] = topic
+    return None
+
+
+def _check_fillers(keywords: KeywordsConfig) -> str | None:
+    phrases = {" ".join(p.split()): t for t, ps in keywords.topics.items() for p in ps}
+    for filler in keywords.fillers:
+        if filler in phrases:
+            return (
+                f"{filler!r} is also a phrase of topic {phrases[filler]!r}; "
+                "a filler is never reported, so remove it from one of the two"
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class KeywordsConfig:
+    model_path: str = _spec(
+        "/var/lib/callveil/models/vosk-model-small-it-0.22",
+        "directory of the Vosk model (am/, conf/, graph/)",
+        path=True,
+    )
+    threshold: float = _spec(
+        0.7,
+        "least word confidence for a phrase to count; higher: fewer false alarms, fewer hits",
+        lo=0,
+        hi=1,
+    )
+    fillers: list[str] = _spec(
+        _FILLERS,
+        "frequent non-topic words the recognizer may choose instead of a phrase, never reported",
+        check=lambda v: None if all(w and not w.isspace() for w in v) else "an entry is empty",
+    )
+    topics: dict[str, list[str]] = _spec(
+        _TOPICS, "topic -> phrases spoken by either side", check=_check_topics
+    )
+
+
+def _check_dp(enabled: bool) -> str | None:
+    import importlib.util
+
+    if enabled and importlib.util.find_spec("opendp") is None:
+        return "true needs OpenDP: pip install 'callveil[dp]', or set it to false"
+    return None
+
+
+@dataclass(frozen=True)
+class AggregatesConfig:
+    period: str = _spec(
+        "day",
+        "span of one published bucket; it is released only after it closes",
+        choices=("day", "week"),
+    )
+    k: int = _spec(
+        10, "buckets and cells with fewer analysed calls than this are withheld", lo=2, hi=10000
+    )
+    dp: bool = _spec(
+        False, "add differential-privacy noise (OpenDP discrete Laplace) to counts", check=_check_dp
+    )
+    epsilon: float = _spec(
+        1.0,
+        "privacy budget one bucket spends per period when dp is on; smaller: more noise",
+        lo=0.01,
+        hi=10,
+    )
+    state_path: str = _spec(
+        "/var/lib/callveil/aggregates.db", "open buckets, kept until their period closes", path=True
+    )
+
+
+def _check_box_id(value: str) -> str | None:
+    from gateway.aggregates.labels import LABEL
+
+    if not value or LABEL.fullmatch(value):  # empty: not configured, checked when publishing
+        return None
+    return f"{value!r} must be 1-63 lowercase letters, digits, '-' or '_' (it is a topic segment)"
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = _spec("", "the central MQTT broker; empty: this box publishes nothing")
+    port: int = _spec(8883, "the broker's TLS port", lo=1, hi=65535)
+    ca_file: str = _spec(
+        "/etc/callveil/mqtt/ca.crt",
+        "CA certificate the broker's certificate must chain to",
+        path=True,
+    )
+    cert_file: str = _spec(
+        "/etc/callveil/mqtt/box.crt", "this box's client certificate (its CN is box_id)", path=True
+    )
+    key_file: str = _spec(
+        "/etc/callveil/mqtt/box.key", "private key of the client certificate (mode 0600)", path=True
+    )
+    box_id: str = _spec(
+        "", "this box's name in topics, as registered at the centre", check=_check_box_id
+    )
+    keepalive: int = _spec(60, "seconds between keep-alive pings", lo=5, hi=3600)
+    reconnect_max_s: float = _spec(60.0, "longest wait between reconnect attempts", lo=1, hi=3600)
+    outbox_path: str = _spec(
+        "/var/lib/callveil/outbox.db", "payloads kept on disk until the broker has them", path=True
+    )
+    outbox_max_entries: int = _spec(
+        10000, "payloads the outbox holds before it refuses new ones", lo=1
+    )
+    outbox_max_bytes: int = _spec(
+        64 * 2**20, "bytes the outbox holds before it refuses new payloads", lo=65536
+    )
+
+
+def _check_absolute(value: str) -> str | None:
+    if value and not Path(value).is_absolute():
+        return f"{value!r} is relative; write an absolute path, or leave it empty"
+    return None
+
+
+@dataclass(frozen=True)
+class EmotionConfig:
+    model_path: str = _spec(
+        "",
+        "ONNX emotion model exported by models/train_emotion.py; empty: the shipped model",
+        check=_check_absolute,
+    )
+    threads: int = _spec(1, "CPU threads of one emotion inference (onnxruntime)", lo=1, hi=8)
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    vad_threshold: float = _spec(
+        0.5,
+        "speech probability at which a speech segment starts; it ends 0.15 below it",
+        lo=0.2,
+        hi=0.95,
+    )
+    min_speech_s: float = _spec(
+        0.25, "shorter bursts of speech are ignored (clicks, coughs)", lo=0.02, hi=1.0
+    )
+    min_silence_s: float = _spec(0.3, "pause that ends a speech segment", lo=0.06, hi=5.0)
+    max_segment_s: float = _spec(
+        10.0, "longer speech is cut into segments of at most this length", lo=2.0, hi=60.0
+    )
+    analysis_rate: int = _spec(
+        16000,
+        "sample rate of the anonymized audio handed to the VAD and the models, Hz",
+        check=lambda v: None if v in (8000, 16000) else f"{v} Hz: use 8000 or 16000",
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
@@ -174,6 +450,14 @@ class Config:
     roles: RolesConfig = field(default_factory=RolesConfig)
     contract: ContractConfig = field(default_factory=ContractConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    vault: VaultConfig = field(default_factory=VaultConfig)
+    anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
+    keywords: KeywordsConfig = field(default_factory=KeywordsConfig)
+    emotion: EmotionConfig = field(default_factory=EmotionConfig)
+    aggregates: AggregatesConfig = field(default_factory=AggregatesConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
 
 
 def load_config(path: Path) -> Config:
@@ -186,12 +470,22 @@ def load_config(path: Path) -> Config:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
-    config = parse_config(raw, source=str(path))
-    key_file = Path(config.privacy.sampling_key_file)
-    if not key_file.is_absolute():  # relative paths are relative to the configuration file
-        privacy = replace(config.privacy, sampling_key_file=str(path.parent / key_file))
-        config = replace(config, privacy=privacy)
-    return config
+    return _resolve_paths(parse_config(raw, source=str(path)), path.parent)
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """Make every relative path field (``_spec(path=True)``) relative to ``base``."""
+    sections = {}
+    for section in fields(config):
+        value = getattr(config, section.name)
+        changes = {
+            f.name: str(base / getattr(value, f.name))
+            for f in fields(value)
+            if f.metadata.get("path") and not Path(getattr(value, f.name)).is_absolute()
+        }
+        if changes:
+            sections[section.name] = replace(value, **changes)
+    return replace(config, **sections)
 
 
 def parse_config(raw: dict[str, Any], *, source: str = "configuration") -> Config:
@@ -241,6 +535,19 @@ def _convert(hint: Any, value: Any, meta: dict[str, Any], *, key: str, source: s
         ]
         _check(meta.get("check"), items, key, source)
         return items
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{source}: {key} = {value!r}: expected a table ({meta.get('help', '')})"
+            )
+        item_meta = {k: v for k, v in meta.items() if k != "check"}
+        table = {
+            name: _convert(item, v, item_meta, key=f"{key}.{name}", source=source)
+            for name, v in value.items()
+        }
+        _check(meta.get("check"), table, key, source)
+        return table
     _check_scalar_type(hint, value, key, source, meta)
     if isinstance(value, int | float) and not isinstance(value, bool):
         lo, hi = meta.get("lo"), meta.get("hi")
@@ -290,3 +597,6 @@ def _cross_check(config: Config, source: str) -> None:
             )
     if not config.capture.sip_ports:
         raise ConfigError(f"{source}: capture.sip_ports is empty; list at least one, e.g. [5060]")
+    problem = _check_fillers(config.keywords)
+    if problem:
+        raise ConfigError(f"{source}: keywords.fillers: {problem}")

@@ -3,6 +3,9 @@
 Each blob gets its own random 256-bit data key. The data is encrypted with AES-256-GCM under
 that key and the data key is wrapped with the KEK (AES-256-GCM too). The KEK is fetched from
 the key provider once, when the Sealer is built, so the TPM is never on the per-record path.
+A Sealer built with a label (a vault partition) wraps under its own KEK, derived from the
+provider's with HKDF-SHA256: a blob sealed under one label does not open under another, and
+a process given one label's Sealer holds no key to the others.
 
 Blob layout (version 1), all of it authenticated together with the caller's ``context``::
 
@@ -18,7 +21,9 @@ import os
 import struct
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.seal.keyprovider import KEK_BYTES, KeyProvider, SealError
 
@@ -32,6 +37,7 @@ HEADER_BYTES = _PREFIX.size + _NONCE_BYTES + _WRAPPED_BYTES
 OVERHEAD = HEADER_BYTES + _TAG_BYTES
 # Every data key encrypts exactly one message, so a constant nonce never repeats under a key.
 _DATA_NONCE = bytes(_NONCE_BYTES)
+_LABEL_INFO = b"callveil labelled kek v1\x00"
 
 
 def _key_id(kek: bytes) -> bytes:
@@ -40,13 +46,24 @@ def _key_id(kek: bytes) -> bytes:
     return hmac.new(kek, b"callveil kek id", hashlib.sha256).digest()[:8]
 
 
-class Sealer:
-    """Seals and opens blobs under the KEK of ``provider`` (asked once, here)."""
+def _labelled(kek: bytes, label: str) -> bytes:
+    info = _LABEL_INFO + label.encode("utf-8")
+    return HKDF(algorithm=hashes.SHA256(), length=KEK_BYTES, salt=None, info=info).derive(kek)
 
-    def __init__(self, provider: KeyProvider) -> None:
+
+class Sealer:
+    """Seals and opens blobs under the KEK of ``provider`` (asked once, here).
+
+    With a non-empty ``label`` the KEK is the one derived for that label (see above); without
+    one it is the provider's KEK itself.
+    """
+
+    def __init__(self, provider: KeyProvider, *, label: str = "") -> None:
         kek = provider.unwrap_kek()
         if len(kek) != KEK_BYTES:
             raise SealError(f"the {provider.name} key provider returned a {len(kek)}-byte KEK")
+        if label:
+            kek = _labelled(kek, label)
         self._kek = AESGCM(kek)
         self._prefix = _PREFIX.pack(MAGIC, VERSION, _key_id(kek))
 
@@ -72,8 +89,9 @@ class Sealer:
             )
         if not hmac.compare_digest(blob[: _PREFIX.size], self._prefix):
             raise SealError(
-                f"blob was sealed under another key (key id {key_id.hex()}): it comes from "
-                "another box or from before this box's keys were replaced, or it is damaged"
+                f"blob was sealed under another key (key id {key_id.hex()}): it belongs to "
+                "another partition, comes from another box or from before this box's keys "
+                "were replaced, or it is damaged"
             )
         header = memoryview(blob)[:HEADER_BYTES]
         nonce = header[_PREFIX.size : _PREFIX.size + _NONCE_BYTES]

@@ -235,3 +235,48 @@ def test_standalone_verifier_runs_as_a_copied_file(
     wrong = run("enrol", str(files["state.json"]), "--response", "00" * 32,
                 "--ak-out", str(tmp_path / "x.pem"))  # fmt: skip
     assert wrong.returncode == 1 and "did not recover the secret" in wrong.stderr
+
+
+def test_attest_commands_with_the_standalone_verifier(
+    maker: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``callveil attest`` on the box, ``callveil verify-attestation`` at the security team."""
+    from gateway.cli import main
+    from gateway.config import load_config
+    from gateway.seal.fromconfig import PACKAGE_ROOT, model_paths
+    from gateway.seal.measurement import release_measurement
+
+    tcti, ca = maker
+    reset_pcr(tcti)
+    config = tmp_path / "callveil.toml"
+    config.write_text(f'[keys]\nprovider = "tpm"\ntcti = "{tcti}"\npcr = {TEST_PCR}\n'
+                      'state_dir = "tpm-keys"\n')  # fmt: skip
+    box = ["-c", str(config), "attest"]
+    files = {n: str(tmp_path / n) for n in ("enrol.json", "chal.json", "state", "ak.pem", "q.json")}
+    assert main([*box, "enrolment", "--out", files["enrol.json"]]) == 0
+    challenge = ["verify-attestation", "challenge", files["enrol.json"], "--ek-ca", str(ca),
+                 "--challenge-out", files["chal.json"], "--state-out", files["state"]]  # fmt: skip
+    assert main(challenge) == 0
+    capsys.readouterr()
+    assert main([*box, "activate", files["chal.json"]]) == 0
+    response = capsys.readouterr().out.strip()
+    assert main(["verify-attestation", "enrol", files["state"], "--response", response,
+                 "--ak-out", files["ak.pem"]]) == 0  # fmt: skip
+    nonce = os.urandom(20).hex()
+    assert main([*box, "quote", "--nonce", nonce, "--out", files["q.json"]]) == 0
+    approved = release_measurement(PACKAGE_ROOT, config, model_paths(load_config(config))).hex()
+    verify = ["verify-attestation", "quote", files["q.json"], "--nonce", nonce,
+              "--ak", files["ak.pem"], "--release-pcr", str(TEST_PCR)]  # fmt: skip
+    capsys.readouterr()
+    assert main([*verify, "--approved", approved]) == 0
+    assert approved in capsys.readouterr().out
+    # the configuration is part of the release: an edited one is another measurement
+    config.write_text(config.read_text() + "# edited\n")
+    edited = release_measurement(PACKAGE_ROOT, config, model_paths(load_config(config)))
+    assert main([*verify, "--approved", edited.hex()]) == 1
+    capsys.readouterr()
+    assert main([*box, "quote", "--nonce", "zz"]) == 2
+    assert "must be hex" in capsys.readouterr().err
+    # the box itself refuses to run an edited configuration: its keys stay sealed
+    assert main([*box, "quote", "--nonce", nonce]) == 2
+    assert "another measurement" in capsys.readouterr().err
