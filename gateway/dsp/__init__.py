@@ -1,0 +1,1 @@
+"""Per-call audio processing after decoding: trim, resample, VAD, anonymize, features."""
