@@ -317,7 +317,7 @@ class KeywordsConfig:
         path=True,
     )
     threshold: float = _spec(
-        0.7,
+        0.9,
         "least word confidence for a phrase to count; higher: fewer false alarms, fewer hits",
         lo=0,
         hi=1,
@@ -442,6 +442,25 @@ class SpeechConfig:
 
 
 @dataclass(frozen=True)
+class TensionConfig:
+    arousal_threshold: float = _spec(
+        0.3, "arousal above which a segment can be tense (-1 calm .. 1 excited)", lo=-1, hi=1
+    )
+    valence_threshold: float = _spec(
+        -0.1, "valence below which a segment can be tense (-1 negative .. 1 positive)", lo=-1, hi=1
+    )
+    sustain_s: float = _spec(
+        4.0, "seconds of the customer's tense speech that make a tension event", lo=0.5, hi=120
+    )
+    trend_delta: float = _spec(
+        0.05, "change of the customer's mean tension (0..1) that counts as a trend", lo=0, hi=1
+    )
+    min_trend_speech_s: float = _spec(
+        3.0, "customer speech needed in the first and last third to call a trend", lo=0, hi=600
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
@@ -458,6 +477,7 @@ class Config:
     aggregates: AggregatesConfig = field(default_factory=AggregatesConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
+    tension: TensionConfig = field(default_factory=TensionConfig)
 
 
 def load_config(path: Path) -> Config:

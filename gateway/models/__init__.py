@@ -1,0 +1,1 @@
+"""Models run on analysed calls: keyword spotting (Vosk) and emotion (ONNX)."""
