@@ -52,17 +52,17 @@ def spoken(text: str, voice: str = "ko") -> np.ndarray:
     return _telephone(["-t", "wav", "-"], wav)
 
 
-def recorded(path: Path) -> np.ndarray:
+def recorded(path: Path, *, line_noise: bool = True) -> np.ndarray:
     """A recorded sound file, as telephone audio."""
-    return _telephone([str(path)], b"")
+    return _telephone([str(path)], b"", line_noise=line_noise)
 
 
-def _telephone(source: list[str], data: bytes) -> np.ndarray:
+def _telephone(source: list[str], data: bytes, *, line_noise: bool = True) -> np.ndarray:
     command = ["sox", "-D", *source, "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed", "-L"]
     raw = subprocess.run([*command, "-t", "raw", "-"], input=data, capture_output=True, check=True)
     pcm = np.frombuffer(raw.stdout, dtype="<i2")
     # A line is never digitally silent: a fixed noise floor near -70 dBFS (seeded, so the same
     # text always gives the same samples) keeps the silences between words realistic.
-    noise = np.random.default_rng(len(pcm)).normal(0.0, LINE_NOISE, len(pcm))
+    noise = np.random.default_rng(len(pcm)).normal(0.0, LINE_NOISE if line_noise else 0.0, len(pcm))
     line = np.clip(np.rint(pcm + noise), -32768, 32767).astype("<i2")
     return ulaw_decoder().decode(audioop.lin2ulaw(line.tobytes(), 2))
