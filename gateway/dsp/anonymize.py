@@ -2,11 +2,13 @@
 
 Each analysis frame is split into a smooth spectral envelope (low-quefrency cepstrum) and the
 fine structure that carries the harmonics. The fine structure is moved in frequency by the
-pitch ratio with phase-vocoder phase propagation; the envelope is warped on its own by a
-bilinear (all-pass) frequency warp and tilted. Pitch and vocal-tract cues thus move
-independently, by amounts drawn per call direction, while the timing, the loudness contour
-(frame energy is kept) and the shape of the F0 contour (scaled by a constant) survive for the
-emotion model.
+pitch ratio with phase-vocoder phase propagation; the envelope is warped on its own, by a
+bilinear (all-pass) frequency warp that acts like a longer or shorter vocal tract, then by a
+piecewise-linear warp whose knots move independently (formant regions shift by different
+amounts, which a single warp factor cannot undo), and is tilted. Pitch and vocal-tract cues
+thus move independently, by amounts drawn per call direction, while the timing, the loudness
+contour (frame energy is kept) and the shape of the F0 contour (scaled by a constant) survive
+for the emotion model.
 
 Streaming: 4 ms hop, 32 ms window, so the output lags the input by 28 ms and any block whose
 length is a whole number of hops (a 20 ms frame is five) can be fed.
@@ -22,9 +24,12 @@ from gateway.config import AnonymizerConfig
 
 _HOP_S = 0.004
 _OVERLAP = 8
-# cepstral lifter: quefrencies below 2.5 ms are the envelope; F0 up to 400 Hz stays above it
+# cepstral lifter: quefrencies below 2.5 ms are the envelope; F0 below 400 Hz lies above it
 _LIFTER_S = 0.0025
 _TINY = 1e-9
+# knots of the piecewise-linear envelope warp, as fractions of the Nyquist frequency
+# (500, 1200, 1900, 2600 and 3300 Hz at 8 kHz: the F1-F4 regions of adult voices)
+KNOTS = (0.125, 0.3, 0.475, 0.65, 0.825)
 # soft limiter: identity below the knee, a tanh shoulder above it that never reaches full scale
 _KNEE = 0.8
 _CEILING = 0.99
@@ -37,6 +42,7 @@ class AnonymizerParams:
     pitch_ratio: float  # F0 multiplier (2 ** (semitones / 12))
     warp: float  # bilinear warp coefficient; > 0 lowers formants, < 0 raises them
     tilt_db: float  # spectral tilt added across the band, dB at Nyquist relative to DC
+    knot_shifts: tuple[float, ...] = (0.0,) * len(KNOTS)  # relative move of each knot
 
 
 def draw_params(rng: np.random.Generator, config: AnonymizerConfig) -> AnonymizerParams:
@@ -50,14 +56,19 @@ def draw_params(rng: np.random.Generator, config: AnonymizerConfig) -> Anonymize
         pitch_ratio=float(2.0 ** (signed(config.pitch_semitones) / 12.0)),
         warp=signed(config.formant_warp),
         tilt_db=signed(config.tilt_db),
+        knot_shifts=tuple(signed(config.formant_jitter) for _ in KNOTS),
     )
 
 
-def _warp_positions(bins: int, warp: float) -> np.ndarray:
-    """Fractional source bin for each output bin under the bilinear warp."""
+def _warp_positions(bins: int, warp: float, knot_shifts: tuple[float, ...]) -> np.ndarray:
+    """Fractional source bin for each output bin under the bilinear then the knot warp."""
     omega = np.linspace(0.0, np.pi, bins)
-    source = omega + 2.0 * np.arctan2(warp * np.sin(omega), 1.0 - warp * np.cos(omega))
-    return source * (bins - 1) / np.pi
+    bilinear = omega + 2.0 * np.arctan2(warp * np.sin(omega), 1.0 - warp * np.cos(omega))
+    knots = np.array([0.0, *KNOTS, 1.0])
+    moved = np.array([0.0, *(np.array(KNOTS) * (1.0 + np.array(knot_shifts))), 1.0])
+    # neighbouring knots may cross at large shifts; the warp must stay monotonic
+    moved = np.maximum.accumulate(np.minimum(moved, 1.0))
+    return np.interp(bilinear / np.pi, knots, moved) * (bins - 1)
 
 
 def _interpolator(positions: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,6 +106,7 @@ class Anonymizer:
         "_phase_in",
         "_phase_out",
         "_ratio",
+        "_size",
         "_src_frac",
         "_src_inside",
         "_src_low",
@@ -103,7 +115,6 @@ class Anonymizer:
         "_tilt",
         "_window",
         "latency",
-        "size",
     )
 
     def __init__(self, params: AnonymizerParams, sample_rate: int = 8000) -> None:
@@ -113,22 +124,29 @@ class Anonymizer:
                 f"sample rate {sample_rate} Hz is not supported: use a multiple of 250 Hz "
                 "such as 8000 (the telephone rate the anonymizer runs at)"
             )
-        if not 0.5 <= params.pitch_ratio <= 2.0 or not -0.5 < params.warp < 0.5:
+        if (
+            not 0.5 <= params.pitch_ratio <= 2.0
+            or not -0.5 < params.warp < 0.5
+            or len(params.knot_shifts) != len(KNOTS)
+            or not all(-0.5 < d < 0.5 for d in params.knot_shifts)
+        ):
             raise ValueError(f"{params} is outside the supported disguise (draw it from config)")
         self._hop = int(hop)
-        self.size = self._hop * _OVERLAP
-        self.latency = self.size - self._hop
-        bins = self.size // 2 + 1
+        self._size = self._hop * _OVERLAP
+        self.latency = self._size - self._hop
+        bins = self._size // 2 + 1
         self._lifter = round(sample_rate * _LIFTER_S)
         # periodic Hann for analysis and synthesis; the squared window sums to a constant
-        self._window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(self.size) / self.size)
+        self._window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(self._size) / self._size)
         self._norm = float(np.sum(self._window**2) / self._hop)
-        self._expected = 2.0 * np.pi * self._hop * np.arange(bins) / self.size
+        self._expected = 2.0 * np.pi * self._hop * np.arange(bins) / self._size
         self._ratio = params.pitch_ratio
         pitch_positions = np.arange(bins) / params.pitch_ratio
         self._src_low, self._src_frac, self._src_inside = _interpolator(pitch_positions, bins)
         self._src_nearest = np.minimum(np.rint(pitch_positions).astype(np.intp), bins - 1)
-        self._env_low, self._env_frac, _ = _interpolator(_warp_positions(bins, params.warp), bins)
+        self._env_low, self._env_frac, _ = _interpolator(
+            _warp_positions(bins, params.warp, params.knot_shifts), bins
+        )
         self._tilt = np.log(10.0) / 20.0 * params.tilt_db * np.linspace(0.0, 1.0, bins)
         self._tail = np.zeros(self.latency)
         self._ola = np.zeros(self.latency)
@@ -155,11 +173,11 @@ class Anonymizer:
             return np.zeros(0, dtype=np.float32)
         signal = np.concatenate([self._tail, block])
         starts = np.arange(count)[:, None] * self._hop
-        frames = signal[starts + np.arange(self.size)] * self._window
-        out = np.fft.irfft(self._transform(np.fft.rfft(frames)), self.size) * self._window
+        frames = signal[starts + np.arange(self._size)] * self._window
+        out = np.fft.irfft(self._transform(np.fft.rfft(frames)), self._size) * self._window
         ola = np.concatenate([self._ola, np.zeros(block.size)])
         for i in range(count):
-            ola[i * self._hop : i * self._hop + self.size] += out[i]
+            ola[i * self._hop : i * self._hop + self._size] += out[i]
         self._tail = signal[-self.latency :]
         self._ola = ola[block.size :]
         return _soft_limit(ola[: block.size] / self._norm).astype(np.float32)
@@ -167,8 +185,8 @@ class Anonymizer:
     def _transform(self, spectra: np.ndarray) -> np.ndarray:
         magnitude = np.abs(spectra)
         log_mag = np.log(magnitude + _TINY)
-        cepstrum = np.fft.irfft(log_mag, self.size)
-        cepstrum[:, self._lifter : self.size - self._lifter + 1] = 0.0
+        cepstrum = np.fft.irfft(log_mag, self._size)
+        cepstrum[:, self._lifter : self._size - self._lifter + 1] = 0.0
         envelope = np.fft.rfft(cepstrum).real
         fine = _gather(log_mag - envelope, self._src_low, self._src_frac)
         fine = np.where(self._src_inside, fine, np.log(_TINY))
