@@ -32,9 +32,9 @@ Pitch correlation is Pearson's r between the F0 tracks (pYIN) of the original an
 anonymized clip over frames voiced in both, averaged over all clips; a pitch shift multiplies
 F0 by a constant, which r ignores. RTF is CPU time over audio time, on one thread.
 
-Run by hand after ``bash scripts/setup-eval`` (the full run takes about half an hour here):
+Run by hand after ``bash scripts/setup-eval`` (the full run takes about 40 minutes on one core):
     .venv/bin/python bench/anonymization.py                      # all 24 actors
-    .venv/bin/python bench/anonymization.py --speakers 12 --limit 16   # a quick look
+    .venv/bin/python bench/anonymization.py --speakers 12 --limit 20   # a quick look
 """
 
 from __future__ import annotations
@@ -476,8 +476,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.speakers not in (12, 18, 24):
         parser.error("--speakers must be 12, 18 or 24 (three blocks, half female, half male)")
-    if args.limit is not None and args.limit < 8:
-        parser.error("--limit must be at least 8 (one clip of each emotion per actor)")
+    if args.limit is not None and args.limit < 4 * ENROL_CLIPS:
+        parser.error(
+            f"--limit must be at least {4 * ENROL_CLIPS}: every fourth clip goes to enrolment "
+            f"models of {ENROL_CLIPS} clips, the rest are tests"
+        )
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # one thread everywhere: the real-time factor is quoted per core
