@@ -1,4 +1,4 @@
-"""The SQLite settings the staff databases (accounts, audit log) share.
+"""The SQLite settings every callveil database shares (vault, accounts, audit log, outbox).
 
 Created 0600 before SQLite opens them, WAL with ``synchronous=FULL`` and one immediate
 transaction per change, so a process killed mid-write leaves the last committed state, and

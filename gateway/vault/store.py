@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.closing import Closing
 from gateway.seal.envelope import Sealer
+from gateway.vault.database import open_database, transaction
 from gateway.vault.phases import COLLECTED, DELETED, check_transition
 from gateway.vault.records import (
     ID_BYTES,
@@ -68,40 +67,11 @@ class Vault(Closing):
         if not sealers:
             raise VaultError(f"the vault needs a Sealer for at least one of {PARTITIONS}")
         self._sealers = dict(sealers)
-        # created 0600 before SQLite sees it; SQLite gives the WAL and SHM files the same mode
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._db = sqlite3.connect(path, isolation_level=None)
-        try:
-            self._configure()
-        except BaseException:
-            self._db.close()
-            raise
-
-    def _configure(self) -> None:
-        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode != "wal":
-            raise VaultError(
-                f"the vault database cannot use WAL (journal mode stays {mode!r}); put it on a "
-                "local file system that supports shared memory"
-            )
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA secure_delete=ON")
-        # sorts and temporary tables stay in memory, never in unencrypted temp files
-        self._db.execute("PRAGMA temp_store=MEMORY")
+        self._db = open_database(path, [_SCHEMA])
+        # sealed records rely on deleted pages being zeroed: refuse a build that cannot
         if self._db.execute("PRAGMA secure_delete").fetchone()[0] != 1:
+            self._db.close()
             raise VaultError("this SQLite build cannot zero deleted content (secure_delete)")
-        with self._write():
-            self._db.execute(_SCHEMA)
-
-    @contextmanager
-    def _write(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def _sealer(self, partition: str) -> Sealer:
         sealer = self._sealers.get(partition)
@@ -121,7 +91,7 @@ class Vault(Closing):
         until = check_day(expires, "expires").isoformat()
         record_id = os.urandom(ID_BYTES)
         blob = sealer.seal(data, context=seal_context(record_id, part, kind, period, until))
-        with self._write():
+        with transaction(self._db):
             self._db.execute(
                 "INSERT INTO records (id, partition, kind, period, phase, expires, blob) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -156,7 +126,7 @@ class Vault(Closing):
     def set_phase(self, record_id: str, phase: str) -> None:
         """Move a record forward; ``deleted`` crypto-shreds it at once."""
         raw = _parse_id(record_id)
-        with self._write():
+        with transaction(self._db):
             row = self._db.execute(
                 "SELECT partition, phase FROM records WHERE id = ?", (raw,)
             ).fetchone()
@@ -173,7 +143,7 @@ class Vault(Closing):
     def shred_expired(self, today: dt.date) -> int:
         """Crypto-shred every record whose expiry day is ``today`` or earlier; returns how many."""
         day = check_day(today, "today").isoformat()
-        with self._write():
+        with transaction(self._db):
             count = self._db.execute("DELETE FROM records WHERE expires <= ?", (day,)).rowcount
         # also after zero deletions: finishes the scrub of a run that found the WAL busy
         self._scrub()
