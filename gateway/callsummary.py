@@ -9,6 +9,7 @@ constructor refuses values outside those ranges, and a test checks the field typ
 from __future__ import annotations
 
 import enum
+import json
 import math
 from dataclasses import dataclass
 
@@ -111,3 +112,33 @@ class CallSummary:
             raise ValueError(f"skipped stages must be among {sorted(ANALYSIS_STAGES)}")
         if len({r.role for r in self.roles}) != len(self.roles):
             raise ValueError("at most one summary per role")
+
+
+def summary_json(summary: CallSummary) -> bytes:
+    """The summary as canonical JSON (sorted keys, rounded shares), as the vault keeps it."""
+    document = {
+        "duration": DURATION_LABELS[summary.duration_bucket],
+        "analysed_share": round(summary.analysed_share, 4),
+        "skipped": sorted(summary.skipped),
+        "silence_ratio": round(summary.silence_ratio, 4),
+        "overtalk_ratio": round(summary.overtalk_ratio, 4),
+        "roles": [
+            {
+                "role": r.role.value,
+                "talk_share": round(r.talk_share, 4),
+                "emotions": dict(zip(EMOTIONS, (round(e, 4) for e in r.emotions), strict=True)),
+                "arousal": round(r.arousal, 4),
+                "valence": round(r.valence, 4),
+            }
+            for r in summary.roles
+        ],
+        "tension": [
+            {"kind": t.kind.value, "position": round(t.position, 3)} for t in summary.tension
+        ],
+        "trend": summary.trend.value,
+        "topics": [
+            {"topic": m.topic, "role": m.role.value, "position": round(m.position, 3)}
+            for m in summary.topics
+        ],
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()

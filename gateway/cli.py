@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
+from gateway.doctor.command import add_doctor_command
 from gateway.logs import configure_logging
 from gateway.seal.keyprovider import SealError
 from gateway.vault.commands import add_staff_commands
@@ -35,6 +36,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     config = _load(args)
     return replay_file(Path(args.file), config, progress=not args.quiet)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    # Before numpy loads: a BLAS thread pool would start before the daemon drops its
+    # capabilities (which leaves those threads holding them), and would only compete with
+    # the per-call analysis threads for the cores.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    from gateway.daemon.run import run_daemon
+
+    return run_daemon(_config_path(args), pcap=Path(args.pcap) if args.pcap else None)
 
 
 def _cmd_capture_check(args: argparse.Namespace) -> int:
@@ -105,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    run = sub.add_parser(
+        "run", parents=[common], help="the daemon: mirror port to vault, aggregates and MQTT"
+    )
+    run.add_argument(
+        "--pcap",
+        help="read this capture file instead of the mirror port, then stop (demo, tests)",
+    )
+    run.set_defaults(func=_cmd_run)
+
     replay = sub.add_parser(
         "replay", parents=[common], help="run the capture stage over a pcap/pcapng file"
     )
@@ -131,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.set_defaults(func=_cmd_rotate_key)
     add_staff_commands(sub, common, _load, _config_path)
+    add_doctor_command(sub, common, _config_path)
 
     attest = sub.add_parser(
         "attest", parents=[common], help="prove to a security team what this box runs (TPM)"

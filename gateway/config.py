@@ -319,6 +319,9 @@ def _check_fillers(keywords: KeywordsConfig) -> str | None:
 
 @dataclass(frozen=True)
 class KeywordsConfig:
+    enabled: bool = _spec(
+        True, "spot topic keywords with Vosk; false on a box without a model for its language"
+    )
     model_path: str = _spec(
         "/var/lib/callveil/models/vosk-model-small-it-0.22",
         "directory of the Vosk model (am/, conf/, graph/)",
@@ -469,6 +472,50 @@ class TensionConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    user: str = _spec(
+        "callveil",
+        "account the daemon switches to after opening the capture socket when started as root "
+        "(empty: keep the account it was started with)",
+    )
+    workers: int = _spec(0, "analysis threads; 0: one per CPU core", lo=0, hi=64)
+    queue_chunks: int = _spec(
+        1500,
+        "audio chunks (20 ms each) that may wait per analysis thread; past it, audio of "
+        "analysed calls is dropped and counted as lost coverage",
+        lo=10,
+        hi=100_000,
+    )
+    shed_keywords_at: float = _spec(
+        0.5, "queue fill at which newly sampled calls skip keyword spotting", lo=0, hi=1
+    )
+    shed_emotion_at: float = _spec(
+        0.8, "queue fill at which newly sampled calls skip emotion scoring too", lo=0, hi=1
+    )
+    recording_part_s: float = _spec(
+        120.0,
+        "recordings are sealed into the vault in parts of this length, which bounds the audio "
+        "a call holds in memory",
+        lo=10,
+        hi=3600,
+    )
+    status_interval_s: float = _spec(
+        5.0, "how often the service status line (counters only) is refreshed", lo=0.5, hi=300
+    )
+    release_interval_s: float = _spec(
+        60.0, "how often closed aggregate buckets are looked for and handed to the outbox",
+        lo=0.5, hi=3600,
+    )  # fmt: skip
+    stall_s: float = _spec(
+        20.0,
+        "a stage busy with one item for longer than this counts as stuck: the watchdog pings "
+        "stop and systemd restarts the service",
+        lo=1,
+        hi=600,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
@@ -486,6 +533,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     tension: TensionConfig = field(default_factory=TensionConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
 
 def load_config(path: Path) -> Config:
@@ -625,6 +673,12 @@ def _cross_check(config: Config, source: str) -> None:
             )
     if not config.capture.sip_ports:
         raise ConfigError(f"{source}: capture.sip_ports is empty; list at least one, e.g. [5060]")
+    if config.daemon.shed_keywords_at > config.daemon.shed_emotion_at:
+        raise ConfigError(
+            f"{source}: daemon.shed_keywords_at ({config.daemon.shed_keywords_at}) is above "
+            f"daemon.shed_emotion_at ({config.daemon.shed_emotion_at}); keyword spotting is "
+            "shed first, so make it the lower fill level"
+        )
     problem = _check_fillers(config.keywords)
     if problem:
         raise ConfigError(f"{source}: keywords.fillers: {problem}")

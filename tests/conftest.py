@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -14,6 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 def shared_dir() -> Path:
     """``../shared`` beside the repository, or ``$CALLVEIL_SHARED``."""
     return Path(os.environ.get("CALLVEIL_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> object:
+    """Commands configure structlog for their stream (often pytest's, closed after the
+    test); later tests must not log into a closed stream."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,10 @@ class PolicyDecider:
             (rule.kind, rule.header.lower(), re.compile(rule.pattern)) for rule in contract.rules
         ]
 
+    def use_key(self, key: SamplingKey) -> None:
+        """Sample calls set up from now on under ``key`` (after a rotation)."""
+        self._key = key
+
     def decide(
         self,
         call_id: str,

@@ -170,6 +170,10 @@ class CaptureSession:
         self.report = CaptureReport()
         self.media_ports_changed = False
 
+    def use_sampling_key(self, key: SamplingKey) -> None:
+        """Sample calls set up from now on under ``key`` (the daemon reloads it on SIGHUP)."""
+        self._policy.use_key(key)
+
     # -- input -------------------------------------------------------------------------------
 
     def feed(self, frame: Frame) -> list[CaptureEvent]:

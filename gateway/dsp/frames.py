@@ -20,6 +20,11 @@ MAX_FILL_SECONDS = 1.0
 _INT16_SCALE = 1.0 / 32768.0
 
 
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1) back to int16 PCM, the inverse of the framer's scaling."""
+    return np.clip(np.rint(samples * 32768.0), -32768, 32767).astype(np.int16)
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     offset: int  # samples since the start of the direction's kept audio

@@ -10,6 +10,7 @@ audio, and no time other than fractions of the call, survives the call.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ from gateway.callsummary import (
 )
 from gateway.config import Config
 from gateway.dsp.chain import CallSpeech, CallSpeechSummary, SpeechSegment
+from gateway.dsp.frames import to_int16
 from gateway.events import AudioChunk, Role
 from gateway.models.emotion import EmotionModel
 from gateway.models.keywords import KeywordSpotter, TopicStream
@@ -43,7 +45,7 @@ class _TopicTrack:
     def feed(self, segment: SpeechSegment) -> None:
         self.fed.append(self.total)
         self.starts.append(segment.start)
-        pcm = np.clip(segment.pcm * 32767.0, -32768, 32767).astype(np.int16)
+        pcm = to_int16(segment.pcm)
         self.stream.feed(pcm)
         self.total += len(pcm)
 
@@ -64,6 +66,7 @@ class CallAnalysis:
 
     ``emotion`` or ``keywords`` may be None when that stage is shed under overload; the
     summary then names the stage in ``skipped`` and its coverage shows what was lost.
+    ``on_segment`` sees every anonymized speech segment (the daemon records them).
     """
 
     def __init__(
@@ -71,8 +74,10 @@ class CallAnalysis:
         config: Config,
         emotion: EmotionModel | None,
         keywords: KeywordSpotter | None,
+        on_segment: Callable[[SpeechSegment], None] | None = None,
     ) -> None:
         self._config = config
+        self._on_segment = on_segment
         self._speech = CallSpeech.from_config(config)
         self._emotion = emotion
         self._keywords = keywords
@@ -108,6 +113,8 @@ class CallAnalysis:
         )
 
     def _analyse(self, segment: SpeechSegment) -> None:
+        if self._on_segment is not None:
+            self._on_segment(segment)
         scores = self._emotion.predict(segment.pcm) if self._emotion is not None else None
         self._segments.append(ScoredSegment(segment.role, segment.start, segment.duration, scores))
         if self._keywords is not None and segment.role in _ROLES:

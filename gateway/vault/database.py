@@ -22,7 +22,11 @@ def open_database(path: Path, schema: Iterable[str]) -> sqlite3.Connection:
     """Open (creating, mode 0600) the database at ``path``; run the idempotent ``schema``."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    # check_same_thread off: the daemon opens its stores in the main thread and hands them to
+    # the one writer thread that uses them; no connection is ever used by two threads at once
+    db = sqlite3.connect(
+        path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+    )
     try:
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
