@@ -89,6 +89,8 @@ def _cmd_attest(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise SealError(f"cannot read the challenge {args.challenge}: {exc}") from None
     with contextlib.closing(open_configured_provider(config, _config_path(args))) as provider:
+        if args.step == "signing-key":
+            return _write_or_print(provider.public_key_pem().decode(), args.out)
         if challenge is not None:
             print(attest.activate(provider, challenge))
             return 0
@@ -96,11 +98,14 @@ def _cmd_attest(args: argparse.Namespace) -> int:
             document = attest.enrolment(provider)
         else:
             document = attest.quote(provider, nonce, config.keys.pcr)
-    text = json.dumps(document, indent=1)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return _write_or_print(json.dumps(document, indent=1) + "\n", args.out)
+
+
+def _write_or_print(text: str, out: str | None) -> int:
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
     else:
-        print(text)
+        print(text, end="")
     return 0
 
 
@@ -158,12 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
         "attest", parents=[common], help="prove to a security team what this box runs (TPM)"
     )
     steps = attest.add_subparsers(dest="step", required=True)
-    steps.add_parser("enrolment", help="print the TPM's EK, its certificate and the AK")
-    activate = steps.add_parser("activate", help="answer a verifier's enrolment challenge")
+    steps.add_parser(
+        "enrolment", parents=[common], help="print the TPM's EK, its certificate and the AK"
+    )
+    activate = steps.add_parser(
+        "activate", parents=[common], help="answer a verifier's enrolment challenge"
+    )
     activate.add_argument("challenge", help="the challenge file the verifier made")
-    quote = steps.add_parser("quote", help="quote the release and boot PCRs")
+    quote = steps.add_parser("quote", parents=[common], help="quote the release and boot PCRs")
     quote.add_argument("--nonce", required=True, help="the verifier's random nonce, in hex")
-    for step in (steps.choices["enrolment"], quote):
+    signing = steps.add_parser(
+        "signing-key",
+        parents=[common],
+        help="print the public key that signs this box's aggregates (the centre registers it "
+        "as <box_id>.pem for callveil feed --keys)",
+    )
+    for step in (steps.choices["enrolment"], quote, signing):
         step.add_argument("--out", help="write the document here instead of standard output")
     attest.set_defaults(func=_cmd_attest)
 

@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 
 # sections that SIGHUP applies at once; every other change waits for a restart
 _RELOADABLE = frozenset({"logging"})
+_DELIVERY_WAIT_S = 30.0
 
 
 class _Signals:
@@ -106,6 +107,8 @@ class Daemon:
                 pipeline.dispatch(session.finish())
                 pipeline.drain()
                 writer.drain()
+                if self._lossless and publisher is not None:
+                    self._deliver(publisher)
             counters = pipeline.counters + writer.counters
             log.info("stopped", **{k: v for k, v in sorted(counters.items())})
             if self._lossless:
@@ -125,6 +128,16 @@ class Daemon:
         publisher = open_publisher(self._config, provider).start()
         stack.callback(publisher.close)
         return publisher
+
+    @staticmethod
+    def _deliver(publisher: Publisher) -> None:
+        """After a file replay, give the broker a moment to take what was released."""
+        if not publisher.wait_idle(_DELIVERY_WAIT_S):
+            log.warning(
+                "undelivered",
+                fix="the broker has not acknowledged everything; the outbox keeps it for the "
+                "next start",
+            )
 
     def _capture(
         self,

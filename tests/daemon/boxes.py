@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import Config, load_config
 from gateway.seal.envelope import Sealer
-from gateway.seal.softkey import SoftwareKeyProvider
+from gateway.seal.fromconfig import open_configured_provider
 from gateway.vault.records import PARTITIONS
 from gateway.vault.store import Vault
 from tests.conftest import REPO
@@ -30,11 +32,27 @@ class Box:
         return load_config(self.config_path)
 
     def run(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+        timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
-        """``callveil run ARGS -c CONFIG``, to completion."""
+        """``callveil run ARGS -c CONFIG`` to completion (under ``wrapper``, e.g. faketime)."""
+        return self.command("run", *args, env=env, wrapper=wrapper, timeout=timeout)
+
+    def attest(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.command("attest", *args)
+
+    def command(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(CALLVEIL), "run", *args, "-c", str(self.config_path)],
+            [*(wrapper or []), str(CALLVEIL), *args, "-c", str(self.config_path)],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -42,14 +60,19 @@ class Box:
             check=False,
         )
 
-    def vault(self) -> Vault:
+    @contextlib.contextmanager
+    def vault(self) -> Iterator[Vault]:
+        """The box's vault, opened with its configured key provider (software or TPM)."""
         config = self.config
-        provider = SoftwareKeyProvider(Path(config.keys.key_file), PASSPHRASE)
-        return Vault(Path(config.vault.path), {p: Sealer(provider, label=p) for p in PARTITIONS})
+        with contextlib.closing(open_configured_provider(config, self.config_path)) as provider:
+            sealers = {p: Sealer(provider, label=p) for p in PARTITIONS}
+            with Vault(Path(config.vault.path), sealers) as vault:
+                yield vault
 
 
-def demo_box(root: Path, extra: str = "") -> Box:
-    """The demo configuration in ``root`` (its relative state paths land there)."""
+def demo_box(root: Path, sections: dict[str, str] | None = None) -> Box:
+    """The demo configuration in ``root`` (its relative state paths land there), with the
+    body of each section named in ``sections`` replaced (or the section added)."""
     root.mkdir(parents=True, exist_ok=True)
     state = root / "state"
     state.mkdir(mode=0o700, exist_ok=True)
@@ -57,5 +80,26 @@ def demo_box(root: Path, extra: str = "") -> Box:
     passphrase.write_bytes(PASSPHRASE + b"\n")
     passphrase.chmod(0o600)
     config = root / "callveil.toml"
-    config.write_text(DEMO_CONFIG.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    config.write_text(
+        replace_sections(DEMO_CONFIG.read_text(encoding="utf-8"), sections or {}),
+        encoding="utf-8",
+    )
     return Box(config)
+
+
+def replace_sections(text: str, sections: dict[str, str]) -> str:
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        header = line.strip()
+        if header.startswith("[") and header.endswith("]"):
+            name = header.strip("[]")
+            skipping = name in sections
+            if skipping:
+                out += [line, sections[name].strip("\n")]
+                continue
+        if not skipping:
+            out.append(line)
+    added = [f"[{name}]\n{body.strip()}" for name, body in sections.items()
+             if f"[{name}]" not in text]  # fmt: skip
+    return "\n".join([*out, *added]) + "\n"
