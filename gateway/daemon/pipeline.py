@@ -5,8 +5,9 @@ call is routed by its random reference) and runs them in event order. Queues are
 when a worker falls behind, audio of analysed calls is dropped and counted against the
 call's coverage, while call starts and ends and contract audio wait for room (nothing that
 is evidence or bookkeeping is ever dropped). New sampled calls shed keyword spotting, then
-emotion scoring, as the queues fill; trimming, sampling and anonymization are never shed
-(the first two happen in capture, the last inside every analysed call's pipeline).
+emotion scoring, as the queues fill (``update_load``, on the daemon's status timer);
+trimming, sampling and anonymization are never shed (the first two happen in capture, the
+last inside every analysed call's pipeline).
 
 A file replay (``lossless``) waits for room instead of dropping anything: reading a file
 faster than real time is not overload.
@@ -139,6 +140,7 @@ class Pipeline:
         self._shed_emotion_at = daemon.shed_emotion_at
         self._lossless = lossless
         self._policies: dict[CallRef, Policy] = {}
+        self._shedding = ""  # the stages new calls skip: "", "keywords" or "emotion" (and keywords)
         self.counters: Counter[str] = Counter()
 
     def start(self) -> Pipeline:
@@ -182,21 +184,31 @@ class Pipeline:
                     self.counters["chunks_lost"] += 1
                     worker.count_lost(event.ref, event.pcm.size)
 
+    def update_load(self) -> None:
+        """Decide from the queues' fill what newly sampled calls skip.
+
+        Called on a timer by the daemon, not at call starts, so that neither the decision nor
+        its log line is tied to the moment one call began.
+        """
+        fill = self.fill()
+        level = (
+            "emotion" if fill >= self._shed_emotion_at
+            else "keywords" if fill >= self._shed_keywords_at
+            else ""
+        )  # fmt: skip
+        if level != self._shedding:
+            log.warning("analysis_shed", shed=level or "nothing", queue_fill=round(fill, 2))
+            self._shedding = level
+
     def _start(self, event: CallStarted) -> _Start:
         if event.policy is not Policy.ANALYTICS:
             return _Start(event, None, None)
-        fill = self.fill()
-        emotion: EmotionModel | None = self._models.emotion
-        keywords = self._models.keywords
-        if keywords is not None and fill >= self._shed_keywords_at:
-            keywords = None
-            self.counters["shed_keywords"] += 1
-        if fill >= self._shed_emotion_at:
-            emotion = None
+        emotion = None if self._shedding == "emotion" else self._models.emotion
+        keywords = None if self._shedding else self._models.keywords
+        if emotion is None:
             self.counters["shed_emotion"] += 1
-        if emotion is None or (keywords is None and self._models.keywords is not None):
-            log.warning("analysis_shed", queue_fill=round(fill, 2), emotion=emotion is not None,
-                        keywords=keywords is not None)  # fmt: skip
+        if keywords is None and self._models.keywords is not None:
+            self.counters["shed_keywords"] += 1
         return _Start(event, emotion, keywords)
 
     def drain(self) -> None:

@@ -178,6 +178,7 @@ class Daemon:
         now = time.monotonic()
         if now >= self._next_status:
             self._next_status = now + self._config.daemon.status_interval_s
+            pipeline.update_load()
             self._notifier.status(self._status(pipeline, writer, publisher))
 
     def _reload(self, session: CaptureSession) -> None:
