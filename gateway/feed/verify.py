@@ -78,6 +78,10 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def boxes(self) -> tuple[str, ...]:
+        """The registered box ids, as last read."""
+        return tuple(self._keys)
+
     def key(self, box: str) -> ec.EllipticCurvePublicKey | None:
         if box not in self._keys:
             self.reload()
