@@ -7,8 +7,9 @@ bucket in one transaction and waits in the ``released`` table until the sink (th
 outbox) has taken it. A crash between the two hands the same body over again, which the
 centre recognises as a duplicate; the noise is never drawn twice for one bucket.
 
-One call should reach ``call_seen`` and ``add`` in the same period (call both at its end),
-so that it weighs on one period only, as the noise's epsilon assumes.
+One call should reach ``call_seen`` and ``add`` in the same period (``count`` does both at
+its end, in one transaction), so that it weighs on one period only, as the noise's epsilon
+assumes.
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ class Aggregator(Closing):
     def add(self, summary: CallSummary, queue: str | None = None) -> None:
         """Fold one analysed call into the open bucket of today's period."""
         self._fold(queue, contribution(summary, self._topics))
+
+    def count(self, summary: CallSummary | None, queue: str | None = None) -> None:
+        """One ended call: seen, and analysed with ``summary`` when it was, in one transaction
+        (a crash cannot leave it seen but not analysed)."""
+        calls = Bucket(calls_seen=1)
+        if summary is not None:
+            calls = merge(calls, contribution(summary, self._topics))
+        self._fold(queue, calls)
 
     def open_periods(self) -> list[tuple[str | None, str]]:
         """(queue, period) of every bucket not yet released."""

@@ -97,10 +97,10 @@ class LiveSource(Closing):
 
     ``buffer_bytes`` is the size of the ring shared with the kernel; ``snaplen`` caps the bytes
     kept of each frame. ``update_media_ports`` replaces the media ports the kernel lets
-    through (unless ``kernel_filter`` is off, for tunnelled feeds: then every frame passes),
-    at most once per ``min_filter_interval`` seconds (later updates within that time
-    are merged into one swap). ``counters`` counts swaps and socket errors; ``statistics()``
-    the kernel's drops.
+    through (unless ``kernel_filter`` is off, for tunnelled feeds: then every frame passes):
+    new ports at once, removals at most once per ``min_filter_interval`` seconds (later
+    updates within that time are merged into one swap). ``counters`` counts swaps and socket
+    errors; ``statistics()`` the kernel's drops.
     """
 
     def __init__(
@@ -187,7 +187,8 @@ class LiveSource(Closing):
             os.close(wakeup)
 
     def update_media_ports(self, ports: Iterable[int]) -> None:
-        """Let exactly these media ports through the kernel filter (soon, if not at once)."""
+        """Let exactly these media ports through the kernel filter (new ones at once, removed
+        ones within ``min_filter_interval``)."""
         if not self._filtering:  # every frame passes already
             return
         wanted = frozenset(ports)
@@ -272,7 +273,10 @@ class LiveSource(Closing):
             self._wanted = self._program.media_ports
             return
         now = time.monotonic()
-        if now - self._last_swap < self._min_interval:
+        # a new call's ports go in at once: its first packets are audio a contract recording
+        # must keep; only removals wait, merged, for the interval
+        adding = not self._wanted <= self._program.media_ports
+        if not adding and now - self._last_swap < self._min_interval:
             return
         program = build_filter(self._program.sip_ports, self._wanted, snaplen=self._snaplen)
         attach(self._sock, program)

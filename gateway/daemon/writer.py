@@ -145,9 +145,7 @@ class Writer:
         self._count(item)
 
     def _count(self, done: CallDone) -> None:
-        self._aggregator.call_seen()
-        if done.policy is Policy.ANALYTICS and done.summary is not None:
-            self._aggregator.add(done.summary)
+        self._aggregator.count(done.summary if done.policy is Policy.ANALYTICS else None)
         self.counters[f"counted_{done.policy.value}"] += 1
 
     def _release_if_due(self) -> None:

@@ -168,3 +168,23 @@ def test_the_configured_aggregator_counts_the_configured_topics(tmp_path: Path) 
         agg.call_seen()
         ((queue, period),) = agg.open_periods()
     assert queue is None and "-W" in period
+
+
+def test_count_folds_a_call_as_seen_and_analysed_at_once(tmp_path: Path) -> None:
+    clock = Clock(dt.date(2026, 3, 2))
+    summaries = seeded_summaries(12, seed=3)
+    bodies: dict[str, list[dict]] = {"separate": [], "count": []}
+    for way, released in bodies.items():
+        with open_aggregator(tmp_path / f"{way}.db", clock) as agg:
+            for summary in [*summaries, *[None] * 30]:
+                if way == "count":
+                    agg.count(summary)
+                    continue
+                agg.call_seen()
+                if summary is not None:
+                    agg.add(summary)
+            clock.day = dt.date(2026, 3, 3)
+            agg.tick(released.append)
+            clock.day = dt.date(2026, 3, 2)
+    assert bodies["count"] == bodies["separate"]
+    assert (bodies["count"][0]["calls_seen"], bodies["count"][0]["calls_analysed"]) == (42, 12)

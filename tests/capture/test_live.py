@@ -168,21 +168,24 @@ def test_media_port_updates_are_swapped_in_and_coalesced() -> None:
             frames = iter(source)
             time.sleep(0.3)
             send(x)
-            source.update_media_ports({x})  # the interval since opening has passed: now
+            source.update_media_ports({x})  # a new call's port: in at once
             assert source.program.media_ports == {x}
             send(x, y, z)
             first = _collect(frames, 0.15)
-            source.update_media_ports({y})  # too soon: both wait, the later one wins
-            source.update_media_ports({z})
-            assert source.program.media_ports == {x}
-            assert source.counters["live.filter_swaps"] == 1
-            _collect(frames, 0.3)  # idle ticks put the pending ports in
-            assert source.program.media_ports == {z}
+            source.update_media_ports({x, y})  # another new port: at once too
+            assert source.program.media_ports == {x, y}
             assert source.counters["live.filter_swaps"] == 2
+            source.update_media_ports({z, y})  # a removal and an addition: at once
+            source.update_media_ports({z})  # only a removal, too soon: it waits
+            assert source.program.media_ports == {y, z}
+            assert source.counters["live.filter_swaps"] == 3
+            _collect(frames, 0.4)  # idle ticks put the pending ports in
+            assert source.program.media_ports == {z}
+            assert source.counters["live.filter_swaps"] == 4
             send(x, y, z)
             second = _collect(frames, 0.15)
             source.update_media_ports({z})  # unchanged: no swap
-            assert source.counters["live.filter_swaps"] == 2
+            assert source.counters["live.filter_swaps"] == 4
     finally:
         pool.close()
     assert _udp_payloads(first) == [b"to %d" % x]
