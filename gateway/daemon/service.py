@@ -15,6 +15,7 @@ sampling key take effect at once, other changed sections are reported as needing
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 import time
@@ -25,7 +26,7 @@ from types import FrameType
 import structlog
 
 from gateway.aggregates.aggregator import open_aggregator
-from gateway.capture.session import CaptureSession
+from gateway.capture.session import CaptureReport, CaptureSession
 from gateway.config import Config, ConfigError, load_config
 from gateway.daemon.notify import Notifier
 from gateway.daemon.pipeline import Models, Pipeline
@@ -110,6 +111,7 @@ class Daemon:
                 if self._lossless and publisher is not None:
                     self._deliver(publisher)
             counters = pipeline.counters + writer.counters
+            log.info("captured", **_capture_totals(session.report))
             log.info("stopped", **{k: v for k, v in sorted(counters.items())})
             if self._lossless:
                 _print_summary(counters)
@@ -217,6 +219,13 @@ class Daemon:
             f"{sum(v for k, v in writer.counters.items() if k.startswith('sealed_'))} sealed; "
             f"{broker}"
         )
+
+
+def _capture_totals(report: CaptureReport) -> dict[str, int]:
+    """The capture's whole-number totals that are not zero, malformed and stray packets among
+    them: counts only, nothing that identifies a call."""
+    totals = {f.name: getattr(report, f.name) for f in dataclasses.fields(report)}
+    return {name: value for name, value in totals.items() if type(value) is int and value}
 
 
 def _print_summary(counters: Counter[str]) -> None:

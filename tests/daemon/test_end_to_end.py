@@ -6,68 +6,38 @@ for anything that identifies a call or a person."""
 from __future__ import annotations
 
 import json
-import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from gateway.feed.verify import KeyRing, verify
 from gateway.publish.topics import AGGREGATES, STATUS, topic
-from tests.daemon.boxes import DEMO_PCAP, Box, demo_box
+from tests.daemon.boxes import (
+    BOX,
+    DEMO_PCAP,
+    Box,
+    demo_box,
+    mqtt_section,
+    sip_identities,
+    tomorrow_env,
+    tpm_section,
+)
 from tests.privacy_scan import scan
 from tests.publish.broker import Broker
 from tests.publish.clients import Collector
-from tests.seal.tpm_helpers import TEST_PCR, running_swtpm
-
-BOX = "demo-box"
-ACL = {BOX: [f"topic write callveil/v1/demo/{BOX}/#"], "feed": ["topic read callveil/v1/#"]}
 
 
 def demo_identities() -> list[str]:
     """Call-IDs, tags, users and addresses as they appear in the demo's SIP messages."""
-    raw = DEMO_PCAP.read_bytes().decode("latin-1")
-    found = set(re.findall(r"Call-ID: ([^\r\n]+)", raw))
-    found |= set(re.findall(r"tag=([^;\r\n>]+)", raw))
-    found |= set(re.findall(r"sips?:([^@>;\s]+)@", raw))
-    found |= set(re.findall(r"c=IN IP4 ([0-9.]+)", raw))
+    found = sip_identities(DEMO_PCAP.read_bytes().decode("latin-1"))
     assert len(found) >= 6, found
-    return sorted(found)
-
-
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    broker = Broker(ACL)
-    broker.start()
-    yield broker
-    broker.close()
-
-
-@pytest.fixture
-def tcti(tmp_path: Path) -> Iterator[str]:
-    with running_swtpm(tmp_path / "swtpm") as tcti:
-        yield tcti
+    return found
 
 
 def box_with(tmp_path: Path, broker: Broker, tcti: str) -> Box:
-    cert, key = broker.certs[BOX]
     return demo_box(
         tmp_path / "box",
         {
-            "keys": f'provider = "tpm"\ntcti = "{tcti}"\npcr = {TEST_PCR}\nstate_dir = "state/tpm"',
-            "mqtt": "\n".join(
-                [
-                    'host = "127.0.0.1"',
-                    f"port = {broker.port}",
-                    f'box_id = "{BOX}"',
-                    f'ca_file = "{broker.ca.ca_file}"',
-                    f'cert_file = "{cert}"',
-                    f'key_file = "{key}"',
-                    'outbox_path = "state/outbox.db"',
-                    "reconnect_max_s = 1",
-                ]
-            ),
+            "keys": tpm_section(tcti),
+            "mqtt": mqtt_section(broker),
             "aggregates": 'state_path = "state/aggregates.db"\nk = 2',
         },
     )
@@ -76,9 +46,6 @@ def box_with(tmp_path: Path, broker: Broker, tcti: str) -> Box:
 def test_demo_through_the_whole_chain_publishes_nothing_identifying(
     tmp_path: Path, broker: Broker, tcti: str
 ) -> None:
-    faketime = shutil.which("faketime")
-    if faketime is None:
-        pytest.skip("faketime is not installed (apt-get install faketime)")
     box = box_with(tmp_path, broker, tcti)
     known = demo_identities()
 
@@ -92,7 +59,7 @@ def test_demo_through_the_whole_chain_publishes_nothing_identifying(
     assert registered.returncode == 0, registered.stderr
 
     with Collector(broker, "callveil/v1/#", client_id="centre") as centre:
-        runs.append(box.run("--pcap", str(DEMO_PCAP), wrapper=[faketime, "-f", "+1d"]))
+        runs.append(box.run("--pcap", str(DEMO_PCAP), env=tomorrow_env()))
         assert runs[-1].returncode == 0, runs[-1].stderr
         aggregates = topic("demo", BOX, AGGREGATES)
         assert centre.wait_for(lambda got: any(a.topic == aggregates for a in got), 30)
