@@ -14,6 +14,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.doctor.command import add_doctor_command
 from gateway.logs import configure_logging
 from gateway.seal.keyprovider import SealError
+from gateway.seal.resealcmd import add_reseal_command
 from gateway.vault.commands import add_staff_commands
 
 DEFAULT_CONFIG = Path("/etc/callveil/callveil.toml")
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.set_defaults(func=_cmd_rotate_key)
     add_staff_commands(sub, common, _load, _config_path)
     add_doctor_command(sub, common, _config_path)
+    add_reseal_command(sub, _config_path)
 
     attest = sub.add_parser(
         "attest", parents=[common], help="prove to a security team what this box runs (TPM)"

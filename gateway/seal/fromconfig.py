@@ -34,12 +34,14 @@ def model_paths(config: Config) -> tuple[Path, ...]:
     return tuple(Path(p) for p in configured if p and Path(p).exists())
 
 
-def open_configured_provider(config: Config, config_path: Path) -> KeyProvider:
+def open_configured_provider(
+    config: Config, config_path: Path, *, create: bool = True
+) -> KeyProvider:
     """Open ``config.keys``'s provider, or raise SealError; never falls back to another.
 
     The release measurement covers the installed package, ``config_path`` (the file
     ``config`` was loaded from) and the configured models, so a TPM-sealed vault stays shut
-    after any of them changes.
+    after any of them changes. ``create=False``: TPM keys must exist already.
     """
     keys = config.keys
     try:
@@ -63,4 +65,5 @@ def open_configured_provider(config: Config, config_path: Path) -> KeyProvider:
         measurement=measurement,
         tcti=keys.tcti,
         pcr=keys.pcr,
+        create=create,
     )

@@ -50,11 +50,13 @@ def open_provider(
     pcr: int = 23,
     key_file: Path | None = None,
     passphrase: bytes | None = None,
+    create: bool = True,
 ) -> KeyProvider:
     """Open the configured provider or raise SealError saying what was tried and the fix.
 
     ``"auto"`` means: a key file if one is configured, otherwise the TPM. It never falls back
     from the TPM to software, so an attacker who hides the TPM cannot downgrade the box.
+    ``create=False`` refuses to create TPM keys where there are none yet.
     """
     if kind == "auto":
         kind = "software" if key_file is not None else "tpm"
@@ -75,5 +77,7 @@ def open_provider(
                 f"the TPM key provider cannot load its library ({exc}); install tpm2-pytss and "
                 "libtss2 (scripts/setup does both)"
             ) from exc
-        return TpmKeyProvider(tcti or DEFAULT_TCTI, state_dir, measurement=measurement, pcr=pcr)
+        return TpmKeyProvider(
+            tcti or DEFAULT_TCTI, state_dir, measurement=measurement, pcr=pcr, create=create
+        )
     raise SealError(f"unknown key provider {kind!r}; use 'tpm', 'software' or 'auto'")

@@ -6,6 +6,9 @@ objects, kept on disk as TPM-encrypted blobs (useless without this TPM):
 - ``kek.tpm``: a sealed data object holding the 32-byte KEK, released only through a policy
   session whose PolicyPCR matches the release PCR after one extend with the approved
   release measurement (PCR value ``SHA-256(0^32 || measurement)``);
+- ``kek-<16 hex>.tpm``: the same KEK sealed to the measurement of an approved update, named
+  after the start of the PCR value it opens under. It sits beside ``kek.tpm`` until the
+  update is confirmed (``prune``), so the box can still go back to the release before it;
 - ``ak.tpm``: a restricted ECC P-256 signing key for attestation quotes;
 - ``signer.tpm``: an unrestricted ECC P-256 key that signs published data.
 
@@ -26,7 +29,7 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +73,7 @@ from tpm2_pytss.utils import NVReadEK, create_ek_template
 
 from gateway.closing import Closing
 from gateway.seal.keyprovider import KEK_BYTES, SealError
-from gateway.seal.privatefile import read_private, write_private
+from gateway.seal.privatefile import read_private, sync_directory, write_private
 
 # PCRs that start every boot at zero, that locality 0 may extend, and that firmware and
 # boot loader leave alone: 23 is the application PCR, 16 the debug PCR (tests).
@@ -100,6 +103,11 @@ _AES128_CFB = TPMT_SYM_DEF(
 )
 
 
+_KEK = "kek"
+# Hex digits of the PCR value in an approval's file name: enough to never collide in practice;
+# the blob's own policy, not its name, decides whether it opens.
+_APPROVAL_HEX = 16
+
 # TPM2B_DATA holds at most a TPMT_HA (2 + 64 bytes); fewer than 8 bytes would be guessable.
 NONCE_BYTES = (8, 64)
 
@@ -123,6 +131,15 @@ def _check_digest(measurement: bytes) -> None:
         raise SealError(f"a release measurement is a SHA-256 digest, got {len(measurement)} bytes")
 
 
+@contextlib.contextmanager
+def _tpm_errors(what: str) -> Iterator[None]:
+    """Turn a TPM failure while doing ``what`` into a SealError that names it."""
+    try:
+        yield
+    except TSS2_Exception as exc:
+        raise SealError(f"the TPM failed {what}: {exc}") from None
+
+
 def _connect(tcti: str) -> ESAPI:
     try:
         return ESAPI(tcti)
@@ -140,16 +157,31 @@ class TpmKeyProvider(Closing):
 
     name = "tpm"
 
-    def __init__(self, tcti: str, state_dir: Path, *, measurement: bytes, pcr: int = 23) -> None:
+    def __init__(
+        self,
+        tcti: str,
+        state_dir: Path,
+        *,
+        measurement: bytes,
+        pcr: int = 23,
+        create: bool = True,
+    ) -> None:
         """Connect, extend ``pcr`` with ``measurement`` and load or create the keys.
 
-        On first start the KEK is sealed to ``measurement``; later starts only check that
-        the stored keys belong to this TPM. ``tcti`` is a TSS2 TCTI string such as
-        ``device:/dev/tpmrm0`` or ``swtpm:host=127.0.0.1,port=2321``.
+        On first start the KEK is sealed to ``measurement`` (unless ``create`` is false: then
+        a directory without keys is an error); later starts only check that the stored keys
+        belong to this TPM. ``tcti`` is a TSS2 TCTI string such as ``device:/dev/tpmrm0`` or
+        ``swtpm:host=127.0.0.1,port=2321``.
         """
         if pcr not in RELEASE_PCRS:
             raise SealError(f"PCR {pcr} cannot hold the release measurement; use 23 (or 16)")
         _check_digest(measurement)
+        if not create and not (state_dir / f"{_KEK}.tpm").exists():
+            raise SealError(
+                f"no vault key is sealed in {state_dir} yet: the daemon seals one to the release "
+                "it runs at its first start, so there is nothing to re-seal or prune; check "
+                "keys.state_dir if the box has run before"
+            )
         self._state = state_dir
         self._pcr = pcr
         self._pcr_handle = getattr(ESYS_TR, f"PCR{pcr}")
@@ -164,7 +196,7 @@ class TpmKeyProvider(Closing):
             )[:2]
             self._check_primary(primary_public)
             self.extend_measurement(measurement)
-            if not self._path("kek").exists():
+            if not self._path(_KEK).exists():
                 self._create_keys(measurement)
         except TSS2_Exception as exc:
             self.close()
@@ -218,59 +250,70 @@ class TpmKeyProvider(Closing):
     # -- key provider -----------------------------------------------------------------------
 
     def unwrap_kek(self) -> bytes:
-        """Unseal the KEK; SealError if the box's measured release is not the sealed one."""
-        with self._lock:
-            sealed, selection = self._read_sealed()
-            if selection.marshal() != self._selection.marshal():
-                raise SealError(
-                    f"the vault key in {self._state} is sealed to other PCRs than PCR "
-                    f"{self._pcr}: configure the PCR it was sealed with"
-                )
-            handle = self._load("kek", sealed)
-            try:
-                session = self._tpm.start_auth_session(
-                    self._primary, ESYS_TR.NONE, TPM2_SE.POLICY, _AES128_CFB, TPM2_ALG.SHA256
-                )
-                try:
-                    self._tpm.trsess_set_attributes(
-                        session, TPMA_SESSION.ENCRYPT | TPMA_SESSION.CONTINUESESSION
-                    )
-                    self._tpm.policy_pcr(session, TPM2B_DIGEST(), self._selection)
-                    kek = bytes(self._tpm.unseal(handle, session1=session))
-                finally:
-                    self._tpm.flush_context(session)
-            except TSS2_Exception as exc:
-                if exc.error == TPM2_RC.POLICY_FAIL:
-                    raise SealError(
-                        f"the TPM refused to unseal the vault key: this box's measured release, "
-                        f"configuration and models (PCR {self._pcr}) differ from those the vault "
-                        "was sealed to. If the box was changed without approval, reinstall the "
-                        "approved release; an approved update must re-seal the vault to its new "
-                        "measurement (reseal) before the box restarts into it"
-                    ) from None
-                raise SealError(f"the TPM failed to unseal the vault key: {exc}") from None
-            finally:
-                self._tpm.flush_context(handle)
-        if len(kek) != KEK_BYTES:
-            raise SealError(f"the sealed vault key has {len(kek)} bytes, expected {KEK_BYTES}")
-        return kek
+        """Unseal the KEK; SealError if the box's measured release is not an approved one."""
+        with self._lock, _tpm_errors("while opening the vault key"):
+            name = self._blob_for(self._read_pcr(self._pcr))
+            if name is None:
+                raise SealError(self._mismatch("the TPM will not release the vault key"))
+            return self._unseal(name)
 
-    def reseal(self, measurement: bytes) -> None:
-        """Re-seal the KEK to ``measurement``, for the next boot of an approved update.
+    def reseal(self, measurement: bytes) -> bool:
+        """Seal the KEK to ``measurement`` too, for the next boot of an approved update.
 
-        Only a box that can unseal now (the approved release is measured) can re-seal; after
-        this the current release can no longer unseal once the box reboots.
+        Only a box that can unseal now (an approved release is measured) can approve another.
+        The blobs of the releases approved so far stay, so the box can still boot back into
+        them until ``prune``. False when ``measurement`` was approved already.
         """
         _check_digest(measurement)
-        kek = self.unwrap_kek()
-        with self._lock:
-            try:
-                self._seal_kek(kek, measurement)
-            except TSS2_Exception as exc:
+        target = extended_pcr(measurement)
+        failed = "to seal the vault key to the new release (nothing changed)"
+        with self._lock, _tpm_errors(failed):
+            name = self._blob_for(self._read_pcr(self._pcr))
+            if name is None:
                 raise SealError(
-                    f"the TPM failed to re-seal the vault key ({exc}); the key stays sealed to "
-                    "the current release"
-                ) from None
+                    self._mismatch("cannot approve another release")
+                    + "; only a box that runs an approved release can approve the next"
+                )
+            kek = self._unseal(name)
+            if self._blob_for(target) is not None:
+                return False
+            self._seal_kek(kek, measurement, f"{_KEK}-{target.hex()[:_APPROVAL_HEX]}")
+        return True
+
+    def prune(self, keep: Iterable[bytes] = ()) -> int:
+        """Forget every approved release but the running one and the ``keep`` measurements.
+
+        Run once an update has proved itself (or after going back from a failed one): the
+        releases dropped can no longer open the vault. Nothing is removed unless the running
+        release opens the vault now. Returns how many sealed copies of the KEK were removed.
+        """
+        for measurement in keep:
+            _check_digest(measurement)
+        with self._lock, _tpm_errors("while pruning (nothing was removed)"):
+            current = self._blob_for(self._read_pcr(self._pcr))
+            if current is None:
+                raise SealError(
+                    self._mismatch("cannot prune")
+                    + "; nothing was removed. Prune with the release that opens the vault"
+                )
+            self._unseal(current)
+            kept = {current} | {
+                name
+                for measurement in keep
+                if (name := self._blob_for(extended_pcr(measurement))) is not None
+            }
+            removed = 0
+            if _KEK not in kept:
+                # the running release's copy becomes the main one, in one atomic step
+                os.replace(self._path(current), self._path(_KEK))
+                kept = (kept - {current}) | {_KEK}
+                removed += 1
+            for path in self._state.glob(f"{_KEK}-*.tpm"):
+                if path.name.removesuffix(".tpm") not in kept:
+                    path.unlink()
+                    removed += 1
+            sync_directory(self._state)
+        return removed
 
     def sign(self, data: bytes) -> bytes:
         """DER ECDSA P-256/SHA-256 signature of ``data`` by the publishing key."""
@@ -418,32 +461,102 @@ class TpmKeyProvider(Closing):
         # written last: its presence marks the key set complete
         self._seal_kek(os.urandom(KEK_BYTES), measurement)
 
-    def _seal_kek(self, kek: bytes, measurement: bytes) -> None:
+    def _policy(self, pcr_value: bytes) -> bytes:
+        """The policy digest of PolicyPCR on the release PCR holding ``pcr_value``."""
         # A trial session given the PCR digest computes the policy for that value, whatever the
         # PCR holds now: the KEK is sealed to the approved measurement, not to the present state.
-        pcr_digest = hashlib.sha256(extended_pcr(measurement)).digest()
         trial = self._tpm.start_auth_session(
             ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.TRIAL, _NO_SYM, TPM2_ALG.SHA256
         )
         try:
-            self._tpm.policy_pcr(trial, TPM2B_DIGEST(pcr_digest), self._selection)
-            policy = self._tpm.policy_get_digest(trial)
+            digest = TPM2B_DIGEST(hashlib.sha256(pcr_value).digest())
+            self._tpm.policy_pcr(trial, digest, self._selection)
+            return bytes(self._tpm.policy_get_digest(trial))
         finally:
             self._tpm.flush_context(trial)
+
+    def _seal_kek(self, kek: bytes, measurement: bytes, name: str = _KEK) -> None:
         template = TPM2B_PUBLIC(
             TPMT_PUBLIC(
                 type=TPM2_ALG.KEYEDHASH,
                 nameAlg=TPM2_ALG.SHA256,
                 # no USERWITHAUTH: the policy is the only way to unseal
                 objectAttributes=TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT,
-                authPolicy=policy,
+                authPolicy=TPM2B_DIGEST(self._policy(extended_pcr(measurement))),
             )
         )
         template.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG.NULL
         sensitive = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(data=TPM2B_SENSITIVE_DATA(kek)))
-        private, public = self._tpm.create(self._primary, sensitive, template)[:2]
+        # the KEK goes to the TPM as the command's first parameter, encrypted under a session
+        # salted with the primary key, as it comes back when unsealed
+        session = self._tpm.start_auth_session(
+            self._primary, ESYS_TR.NONE, TPM2_SE.HMAC, _AES128_CFB, TPM2_ALG.SHA256
+        )
+        try:
+            self._tpm.trsess_set_attributes(
+                session, TPMA_SESSION.DECRYPT | TPMA_SESSION.CONTINUESESSION
+            )
+            private, public = self._tpm.create(
+                self._primary, sensitive, template, session1=session
+            )[:2]
+        finally:
+            self._tpm.flush_context(session)
         write_private(
-            self._path("kek"), public.marshal() + private.marshal() + self._selection.marshal()
+            self._path(name), public.marshal() + private.marshal() + self._selection.marshal()
+        )
+
+    def _blob_for(self, pcr_value: bytes) -> str | None:
+        """The sealed KEK (``kek`` or an approval) that opens when the release PCR holds
+        ``pcr_value``, found by comparing the policy it needs with each candidate's policy
+        rather than by asking the TPM to try them."""
+        policy = self._policy(pcr_value)
+        approval = f"{_KEK}-{pcr_value.hex()[:_APPROVAL_HEX]}"
+        # the main blob must exist (missing: the key set is damaged); an approval may not
+        candidates = [approval] if self._path(approval).exists() else []
+        for name in [*candidates, _KEK]:
+            public, _, selection = self._read_sealed(name)
+            if selection.marshal() != self._selection.marshal():
+                raise SealError(
+                    f"the vault key in {self._path(name)} is sealed to other PCRs than PCR "
+                    f"{self._pcr}: configure the PCR it was sealed with"
+                )
+            if bytes(public.publicArea.authPolicy) == policy:
+                return name
+        return None
+
+    def _unseal(self, name: str) -> bytes:
+        """The KEK from the sealed blob ``name``, over an encrypted policy session."""
+        public, private, _ = self._read_sealed(name)
+        handle = self._load(name, (public, private))
+        try:
+            session = self._tpm.start_auth_session(
+                self._primary, ESYS_TR.NONE, TPM2_SE.POLICY, _AES128_CFB, TPM2_ALG.SHA256
+            )
+            try:
+                self._tpm.trsess_set_attributes(
+                    session, TPMA_SESSION.ENCRYPT | TPMA_SESSION.CONTINUESESSION
+                )
+                self._tpm.policy_pcr(session, TPM2B_DIGEST(), self._selection)
+                kek = bytes(self._tpm.unseal(handle, session1=session))
+            finally:
+                self._tpm.flush_context(session)
+        except TSS2_Exception as exc:
+            if exc.error == TPM2_RC.POLICY_FAIL:
+                # the PCR moved between choosing the blob and unsealing it
+                raise SealError(self._mismatch("the TPM refused to unseal the vault key")) from None
+            raise SealError(f"the TPM failed to unseal the vault key: {exc}") from None
+        finally:
+            self._tpm.flush_context(handle)
+        if len(kek) != KEK_BYTES:
+            raise SealError(f"the sealed vault key has {len(kek)} bytes, expected {KEK_BYTES}")
+        return kek
+
+    def _mismatch(self, what: str) -> str:
+        return (
+            f"{what}: this box's measured release, configuration and models (PCR {self._pcr}) "
+            f"differ from those the vault was sealed to (in {self._state}). If the box was "
+            "changed without approval, reinstall the approved release; an approved update must "
+            "be approved by the release before it (callveil reseal) and the box rebooted into it"
         )
 
     def _unmarshal(self, path: Path, *types: type) -> list[Any]:
@@ -476,11 +589,11 @@ class TpmKeyProvider(Closing):
         public, private = self._unmarshal(self._path(name), TPM2B_PUBLIC, TPM2B_PRIVATE)
         return public, private
 
-    def _read_sealed(self) -> tuple[tuple[TPM2B_PUBLIC, TPM2B_PRIVATE], TPML_PCR_SELECTION]:
+    def _read_sealed(self, name: str) -> tuple[TPM2B_PUBLIC, TPM2B_PRIVATE, TPML_PCR_SELECTION]:
         public, private, selection = self._unmarshal(
-            self._path("kek"), TPM2B_PUBLIC, TPM2B_PRIVATE, TPML_PCR_SELECTION
+            self._path(name), TPM2B_PUBLIC, TPM2B_PRIVATE, TPML_PCR_SELECTION
         )
-        return (public, private), selection
+        return public, private, selection
 
     def _load(self, name: str, blobs: tuple[TPM2B_PUBLIC, TPM2B_PRIVATE]) -> ESYS_TR:
         public, private = blobs

@@ -30,7 +30,7 @@ import pytest
 from gateway.config import load_config
 from tests.conftest import REPO
 from tests.publish.broker import Authority
-from tests.seal.tpm_helpers import running_swtpm
+from tests.seal.tpm_helpers import reset_pcr, running_swtpm
 
 ANSIBLE = REPO / "ansible"
 ROLE = ANSIBLE / "roles" / "callveil"
@@ -478,8 +478,24 @@ def _current_wheel(box: Box, work: Path) -> Path:
     raise AssertionError(f"no wheel in {work} for release {digest}")
 
 
+def _as_service(box: Box, release: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``release``'s callveil as the service user with the box's configuration."""
+    return box.run(
+        "runuser", "-u", "callveil", "--", "env", "HOME=/var/cache/callveil",
+        f"{release}/bin/callveil", "-c", "/etc/callveil/callveil.toml", *argv,
+    )  # fmt: skip
+
+
+def _vault_opens(box: Box, release: str, tcti: str) -> subprocess.CompletedProcess[str]:
+    """Reboot (the test PCR back to zero), then let ``release`` open the vault key: the
+    doctor's key check seals and opens a record as the daemon would."""
+    reset_pcr(tcti, 16)
+    skip = "models,broker,disk,memory,clock,capture"
+    return _as_service(box, release, "doctor", "--skip", skip)
+
+
 @pytest.mark.soak
-def test_tpm_sealed_box_refuses_changes_to_its_measured_release(
+def test_tpm_sealed_box_updates_through_an_approval(
     converged: tuple[Box, dict], tmp_path: Path
 ) -> None:
     box, runs = converged
@@ -497,29 +513,50 @@ def test_tpm_sealed_box_refuses_changes_to_its_measured_release(
         result, _ = box.play("site.yml", "-e", f"@{extra}")
         assert result.returncode == 0, result.stdout[-6000:]
         # the installed release seals its vault key on first use, as the daemon would
-        sealed = box.run(
-            "runuser", "-u", "callveil", "--", "env", "HOME=/var/cache/callveil",
-            "/opt/callveil/venv/bin/callveil", "-c", "/etc/callveil/callveil.toml",
-            "attest", "enrolment",
-        )  # fmt: skip
+        sealed = _as_service(box, "/opt/callveil/venv", "attest", "enrolment")
         assert sealed.returncode == 0, sealed.stderr
-        assert box.path("/var/lib/callveil/tpm/kek.tpm").is_file()
+        state = box.path("/var/lib/callveil/tpm")
+        assert (state / "kek.tpm").is_file()
         # converging again without changes is allowed
         result, recap = box.play("site.yml", "-e", f"@{extra}")
         assert result.returncode == 0, result.stdout[-6000:]
         assert recap["changed"] == 0, _changed_tasks(result.stdout)
         # a configuration change would lock the vault: refused, nothing changed
         before = box.path("/etc/callveil/callveil.toml").read_bytes()
-        config["site"]["name"] = "another-site"
-        extra.write_text(json.dumps({"callveil_config": config, "callveil_wheel": str(wheel)}))
-        result, _ = box.play("site.yml", "-e", f"@{extra}")
+        changed = {**config, "site": {"name": "another-site"}}
+        changed_extra = tmp_path / "changed.json"
+        changed_extra.write_text(
+            json.dumps({"callveil_config": changed, "callveil_wheel": str(wheel)})
+        )
+        result, _ = box.play("site.yml", "-e", f"@{changed_extra}")
         assert result.returncode != 0
         assert "this run would change the configuration" in " ".join(result.stdout.split())
         assert box.path("/etc/callveil/callveil.toml").read_bytes() == before
-        # so would a new release
-        releases = sorted(box.path("/opt/callveil/releases").iterdir())
+        # a new release: site.yml neither approves nor reboots, so it refuses
         new = _wheel(runs["work"] / "dist-d", epoch=1_700_000_300)
-        result, _ = box.play("update.yml", "-e", f"@{extra}", "-e", f"callveil_wheel={new}")
+        result, _ = box.play("site.yml", "-e", f"@{extra}", "-e", f"callveil_wheel={new}")
         assert result.returncode != 0
-        assert "this run would change the release" in " ".join(result.stdout.split())
-        assert sorted(box.path("/opt/callveil/releases").iterdir()) == releases
+        assert "goes through update.yml" in " ".join(result.stdout.split())
+        # update.yml has the running release approve it, then switches (a chroot cannot
+        # reboot: the test resets the PCR instead, and prunes by hand as update.yml would)
+        old = os.readlink(box.path("/opt/callveil/venv"))
+        result, _ = box.play("update.yml", "-e", f"@{extra}", "-e", f"callveil_wheel={new}",
+                             "-e", "callveil_health_check=false")  # fmt: skip
+        assert result.returncode == 0, result.stdout[-6000:]
+        assert "changed: " in result.stdout.split("callveil reseal)]", 1)[1].split("TASK")[0]
+        current = os.readlink(box.path("/opt/callveil/venv"))
+        assert current != old
+        approvals = sorted(p.name for p in state.glob("kek-*.tpm"))
+        assert len(approvals) == 1
+        owner = box.run("stat", "-c", "%U %a", f"/var/lib/callveil/tpm/{approvals[0]}")
+        assert owner.stdout.split() == ["callveil", "600"]
+        # the new release opens the vault after its boot, and so does the old one (rollback)
+        for release in (current, old, current):
+            opened = _vault_opens(box, release, tcti)
+            assert opened.returncode == 0, release + opened.stdout + opened.stderr
+        pruned = _as_service(box, current, "reseal", "--prune")
+        assert pruned.returncode == 0 and "pruned: removed 1" in pruned.stdout, pruned.stderr
+        assert sorted(p.name for p in state.glob("kek*.tpm")) == ["kek.tpm"]
+        refused = _vault_opens(box, old, tcti)
+        assert refused.returncode == 1 and "do not open" in refused.stdout, refused.stdout
+        assert _vault_opens(box, current, tcti).returncode == 0

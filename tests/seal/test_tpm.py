@@ -120,20 +120,6 @@ def test_pcr_extended_by_someone_else_refuses_to_start(tpm: str, tmp_path: Path)
         p.extend_measurement(MODIFIED)
 
 
-def test_reseal_for_an_approved_update(tpm: str, tmp_path: Path) -> None:
-    state = tmp_path / "tpm"
-    update = hashlib.sha256(b"approved update").digest()
-    with provider(tpm, state) as p:
-        kek = p.unwrap_kek()
-        p.reseal(update)
-    reset_pcr(tpm)
-    with provider(tpm, state, update) as p:
-        assert p.unwrap_kek() == kek
-    reset_pcr(tpm)  # the old release no longer opens the vault
-    with provider(tpm, state) as p, pytest.raises(SealError, match=MISMATCH):
-        p.unwrap_kek()
-
-
 def test_changed_configuration_cannot_unseal(tpm: str, tmp_path: Path) -> None:
     config = tmp_path / "callveil.toml"
     shutil.copy(REPO / "callveil.example.toml", config)

@@ -87,7 +87,7 @@ def reset_pcr(tcti: str, pcr: int = TEST_PCR) -> None:
 
 
 class BusRecorder:
-    """A TCP relay between a TCTI and swtpm that keeps every byte the TPM sends back.
+    """A TCP relay between a TCTI and swtpm that keeps every byte sent to and from the TPM.
 
     It stands for a probe on the bus of a discrete TPM. It relays the command port and the
     control port (at +1), so the TCTI it hands out works like the real one.
@@ -98,6 +98,7 @@ class BusRecorder:
         self.port = free_port_pair()
         self.tcti = f"swtpm:host=127.0.0.1,port={self.port}"
         self.responses = bytearray()
+        self.requests = bytearray()
         self.commands: list[int] = []  # TPM command codes, in order
         self._lock = threading.Lock()
         self._listeners = []
@@ -134,6 +135,8 @@ class BusRecorder:
                 if command and out:
                     # commands are framed: tag(2) size(4) code(4) ...; count each one
                     pending += chunk
+                    with self._lock:
+                        self.requests += chunk
                     while len(pending) >= 10:
                         size = struct.unpack_from(">I", pending, 2)[0]
                         if len(pending) < size:
