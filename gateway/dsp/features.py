@@ -151,10 +151,12 @@ def segment_features(x: np.ndarray, rate: int) -> SegmentFeatures:
     track = pitch_track(x, rate)
     voiced = track.voiced
     speech = track.level >= track.level.max() - _SPEECH_RANGE_DB
-    if voiced.any():
-        st = semitones(track.f0[voiced])
-        # octave slips of the tracker sit an octave off the median: leave them out
+    st = semitones(track.f0[voiced])
+    if st.size:
+        # octave slips of the tracker sit an octave off the median: leave them out (two equal
+        # groups far apart leave nothing: then no pitch figure can be trusted)
         st = st[np.abs(st - np.median(st)) <= _OCTAVE_SLIP_ST]
+    if st.size:
         f0_mean = float(np.mean(st))
         low, high = np.percentile(st, [10, 90])
         f0_range = float(high - low)

@@ -118,3 +118,16 @@ def test_a_segment_without_voice_has_no_pitch_statistics() -> None:
     features = segment_features(noise, 8000)
     assert math.isnan(features.f0_mean_st) and math.isnan(features.f0_range_st)
     assert features.voiced_ratio < 0.05
+
+
+def test_two_equal_voices_far_apart_leave_no_pitch_rather_than_failing() -> None:
+    # half the segment at 80 Hz, half at 400 Hz: 28 semitones apart, each group 14 from the
+    # median, so the octave-slip filter keeps nothing (this once raised IndexError in a soak)
+    rate = 16000
+    # (the second half is 10 ms longer so both give the tracker 48 voiced frames)
+    x = np.concatenate([harmonic(80.0, rate, 0.5), harmonic(400.0, rate, 0.51)])
+    track = pitch_track(x, rate)
+    assert track.voiced.mean() > 0.8
+    features = segment_features(x, rate)
+    assert math.isnan(features.f0_mean_st) and math.isnan(features.f0_range_st)
+    assert features.voiced_ratio > 0.8
