@@ -147,13 +147,15 @@ def _prepare_root(root: Path, unit: str, command: str) -> None:
     for name in TARGETS:
         wants = f"Wants={unit}\n" if name == "probe" else ""
         (units / f"{name}.target").write_text(f"[Unit]\nDescription={name}\n{wants}")
-    # The interpreter, the venv or the checkout may live in a home directory (pyenv): the
-    # service sees just those trees there, read-only, instead of nothing.
+    # The interpreter, the venv or the checkout may live in a home directory (pyenv) or in a
+    # temporary directory (a CI clone), which ProtectHome and PrivateTmp hide: the service sees
+    # just those trees there, read-only, instead of nothing.
     trees = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix, PROBE.parents[2])}
-    in_homes = sorted(
-        str(p) for p in trees if p.is_relative_to("/root") or p.is_relative_to("/home")
+    hidden = sorted(str(p) for p in trees if any(p.is_relative_to(d) for d in _HIDDEN_BY_THE_UNIT))
+    in_homes = any(Path(p).is_relative_to(d) for p in hidden for d in ("/root", "/home"))
+    extra = ("ProtectHome=tmpfs\n" if in_homes else "") + (
+        f"BindReadOnlyPaths={' '.join(hidden)}\n" if hidden else ""
     )
-    extra = f"ProtectHome=tmpfs\nBindReadOnlyPaths={' '.join(in_homes)}\n" if in_homes else ""
     (units / f"{unit}.d").mkdir()
     (units / f"{unit}.d/probe.conf").write_text(
         "[Unit]\nSuccessAction=exit-force\nFailureAction=exit-force\nFailureActionExitStatus=3\n"
@@ -162,6 +164,9 @@ def _prepare_root(root: Path, unit: str, command: str) -> None:
         f"Environment=TSS2_LOG=all+none\n{extra}"
     )
     (root / OUTPUT.parent.relative_to("/")).mkdir(mode=0o755, exist_ok=True)
+
+
+_HIDDEN_BY_THE_UNIT = ("/root", "/home", "/tmp", "/var/tmp")
 
 
 def _boot(root: Path) -> tuple[int, str, str]:
