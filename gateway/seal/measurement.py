@@ -2,62 +2,41 @@
 
 The daemon extends a TPM PCR with this digest at start, and the vault's key is sealed to the
 resulting PCR value, so a box whose code, configuration or models were changed cannot
-unseal the vault. The digest covers a canonical listing (kind, relative path, content digest)
-sorted by path, so it does not depend on directory order, timestamps or where the files live.
+unseal the vault. Each part has its own digest (a canonical listing of kind, relative path and
+content digest, so it does not depend on directory order, timestamps or where the files
+live), and the measurement combines them: a vendor can sign the package and model digests of
+a release while each site adds the digest of its own configuration.
+
+What is measured and how the parts combine is defined in ``gateway.verifiers.attestation``:
+the security team's verifier must stay one copyable file that imports nothing from callveil,
+so the box uses the verifier's definition rather than the other way round.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-_DOMAIN = b"callveil release measurement v1\n"
-# Written by the interpreter at run time: measuring them would change the digest on its own.
-_SKIP_DIRS = frozenset({"__pycache__"})
-_SKIP_SUFFIXES = (".pyc", ".pyo")
+from gateway.verifiers.attestation import ReleaseComponents, component_digest
 
 
-def _file_digest(path: Path) -> bytes:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").digest()
+def release_components(
+    package_root: Path, config_path: Path, model_paths: Iterable[Path]
+) -> ReleaseComponents:
+    """The digests of the package tree, the configuration file and each model (file or tree).
 
-
-def _entries(root: Path, label: str) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """(name, kind, digest) for ``root`` (a file) or every file and link below it (a tree)."""
-    if not root.is_dir():  # a link at the top (e.g. a "current" release link) is followed
-        yield label.encode(), b"f", _file_digest(root)
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
-        base = Path(dirpath)
-        for entry in (*dirnames, *filenames):
-            path = base / entry
-            name = f"{label}/{path.relative_to(root).as_posix()}".encode()
-            if path.is_symlink():
-                # the link itself, not what it points to: retargeting a link changes the digest
-                yield name, b"l", hashlib.sha256(os.fsencode(os.readlink(path))).digest()
-            elif path.is_file() and not entry.endswith(_SKIP_SUFFIXES):
-                yield name, b"f", _file_digest(path)
+    Raises OSError when something cannot be read: a release that cannot be measured must not
+    start.
+    """
+    return ReleaseComponents(
+        component_digest(package_root),
+        component_digest(config_path),
+        tuple(component_digest(model) for model in model_paths),
+    )
 
 
 def release_measurement(
     package_root: Path, config_path: Path, model_paths: Iterable[Path]
 ) -> bytes:
-    """SHA-256 over the package tree, the configuration file and each model (file or tree).
-
-    Raises OSError when something cannot be read: a release that cannot be measured must not
-    start.
-    """
-    entries = [
-        *_entries(package_root, "package"),
-        *_entries(config_path, "config"),
-        *(e for i, model in enumerate(model_paths) for e in _entries(model, f"model{i}")),
-    ]
-    entries.sort()
-    digest = hashlib.sha256(_DOMAIN)
-    for name, kind, content in entries:
-        digest.update(struct.pack(">I", len(name)) + name + kind + content)
-    return digest.digest()
+    """SHA-256 over the package tree, the configuration file and each model (file or tree)."""
+    return release_components(package_root, config_path, model_paths).measurement()

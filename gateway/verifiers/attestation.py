@@ -16,6 +16,12 @@ which checks the AK's signature, the nonce (so an old quote cannot be replayed),
 digest against the reported values, and the release PCR against the approved measurements.
 Boot PCRs (0-7) are reported, not judged: their reference values depend on the firmware.
 
+The release measurement combines component digests: the callveil package, the site's
+configuration file and each configured model. A vendor signs a release manifest (Ed25519)
+listing the package and model digests; the team adds the digest of the configuration it
+deployed (``--config FILE``) and gets the measurement the box must show. The box computes its
+measurement with the functions below, so there is one definition of what is measured.
+
 Needs only Python 3.11+ and ``cryptography``; copy this file and run ``python3 attestation.py``.
 """
 
@@ -30,6 +36,7 @@ import json
 import os
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +44,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
@@ -49,6 +56,7 @@ except ImportError:  # cryptography before 47
 ENROLMENT_FORMAT = "callveil-enrolment/1"
 CHALLENGE_FORMAT = "callveil-challenge/1"
 QUOTE_FORMAT = "callveil-quote/1"
+MANIFEST_FORMAT = "callveil-release-manifest/1"
 RELEASE_PCR = 23
 BOOT_PCRS = tuple(range(8))
 
@@ -65,6 +73,13 @@ _EK_REQUIRED = (
     _FIXED_TPM | _FIXED_PARENT | _SENSITIVE_ORIGIN | _ADMIN_WITH_POLICY | _RESTRICTED | _DECRYPT
 )
 _SECRET_BYTES = 32
+_DIGEST_BYTES = 32
+_MEASUREMENT_DOMAIN = b"callveil release measurement v2\n"
+_COMPONENT_DOMAIN = b"callveil measured component v1\n"
+_MANIFEST_DOMAIN = b"callveil release manifest v1\n"
+# Written by the interpreter at run time: measuring them would change the digest on its own.
+_SKIP_DIRS = frozenset({"__pycache__"})
+_SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
 class AttestationError(Exception):
@@ -197,6 +212,160 @@ def parse_quote(attest: bytes) -> QuoteInfo:
 def extended_pcr(measurement: bytes) -> bytes:
     """A PCR's value after one SHA-256 extend with ``measurement`` from its reset value."""
     return hashlib.sha256(bytes(32) + measurement).digest()
+
+
+# -- release measurement ----------------------------------------------------------------------
+
+
+def _file_digest(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
+
+
+def _component_entries(root: Path) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(relative name, kind, digest) of ``root`` (a file) or every file and link below it."""
+    if not root.is_dir():  # a link at the top (e.g. a "current" release link) is followed
+        yield b"", b"f", _file_digest(root)
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        base = Path(dirpath)
+        for entry in (*dirnames, *filenames):
+            path = base / entry
+            name = path.relative_to(root).as_posix().encode()
+            if path.is_symlink():
+                # the link itself, not what it points to: retargeting a link changes the digest
+                yield name, b"l", hashlib.sha256(os.fsencode(os.readlink(path))).digest()
+            elif path.is_file() and not entry.endswith(_SKIP_SUFFIXES):
+                yield name, b"f", _file_digest(path)
+
+
+def component_digest(root: Path) -> bytes:
+    """SHA-256 of a file, or of a tree's sorted listing (relative name, kind, content digest).
+
+    Independent of directory order, timestamps and where the files live. Raises OSError when
+    something cannot be read.
+    """
+    digest = hashlib.sha256(_COMPONENT_DOMAIN)
+    for name, kind, content in sorted(_component_entries(root)):
+        digest.update(struct.pack(">I", len(name)) + name + kind + content)
+    return digest.digest()
+
+
+def _hex_digest(value: object, what: str) -> bytes:
+    try:
+        digest = bytes.fromhex(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        digest = b""
+    if len(digest) != _DIGEST_BYTES:
+        raise AttestationError(f"{what} is not a SHA-256 digest in hex (64 hex digits)")
+    return digest
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseComponents:
+    """The component digests of a release as a box runs it; ``measurement`` combines them."""
+
+    package: bytes
+    config: bytes
+    models: tuple[bytes, ...]  # in the order the box measures them
+
+    def measurement(self) -> bytes:
+        """The release measurement the box extends into its release PCR."""
+        digest = hashlib.sha256(_MEASUREMENT_DOMAIN)
+        labelled = [("package", self.package), ("config", self.config)]
+        labelled += [(f"model{i}", model) for i, model in enumerate(self.models)]
+        for label, value in labelled:
+            if len(value) != _DIGEST_BYTES:
+                raise ValueError(f"the {label} digest has {len(value)} bytes, not 32")
+            digest.update(struct.pack(">I", len(label)) + label.encode() + value)
+        return digest.digest()
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "package": self.package.hex(),
+            "config": self.config.hex(),
+            "models": [m.hex() for m in self.models],
+        }
+
+    @classmethod
+    def from_document(cls, value: object) -> ReleaseComponents:
+        if not isinstance(value, dict) or not isinstance(value.get("models"), list):
+            raise AttestationError("the reported release components are malformed")
+        return cls(
+            _hex_digest(value.get("package"), "the reported package digest"),
+            _hex_digest(value.get("config"), "the reported configuration digest"),
+            tuple(_hex_digest(m, "a reported model digest") for m in value["models"]),
+        )
+
+
+# -- release manifests ------------------------------------------------------------------------
+
+
+def manifest_signed_bytes(document: dict[str, Any]) -> bytes:
+    """What the release key signs: the manifest without its signature, as canonical JSON."""
+    body = {k: v for k, v in document.items() if k != "signature"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _MANIFEST_DOMAIN + canonical.encode()
+
+
+def release_key_id(key: ed25519.Ed25519PublicKey) -> str:
+    """A short name of a release key, written into the manifests it signs."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A release manifest whose signature by the release key was verified."""
+
+    release: str
+    package: bytes
+    models: tuple[tuple[str, bytes], ...]  # (name, digest) in the order the box measures them
+
+    def components(self, config: bytes) -> ReleaseComponents:
+        """The release as a box runs it with the configuration whose digest is ``config``."""
+        return ReleaseComponents(self.package, config, tuple(d for _, d in self.models))
+
+
+def load_release_key(pem: bytes) -> ed25519.Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise AttestationError("the release key is not a PEM public key") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise AttestationError("the release key is not an Ed25519 public key")
+    return key
+
+
+def load_manifest(document: dict[str, Any], release_key: ed25519.Ed25519PublicKey) -> Manifest:
+    """Check the manifest's signature by ``release_key``, then read it."""
+    _expect_format(document, MANIFEST_FORMAT)
+    signature = document.get("signature")
+    if not isinstance(signature, dict):
+        raise AttestationError("the manifest is not signed: sign it with the release key first")
+    expected = release_key_id(release_key)
+    if signature.get("key_id") != expected:
+        raise AttestationError(
+            f"the manifest was signed by another release key (key id {signature.get('key_id')}),"
+            f" not by the given one (key id {expected})"
+        )
+    try:
+        release_key.verify(_b64(signature, "ed25519"), manifest_signed_bytes(document))
+    except InvalidSignature:
+        raise AttestationError(
+            "the manifest was altered after it was signed: its signature does not verify"
+        ) from None
+    release, models = document.get("release"), document.get("models")
+    if not isinstance(release, str) or not release or not isinstance(models, list):
+        raise AttestationError("the signed manifest lacks its release name or model list")
+    listed = []
+    for model in models:
+        if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+            raise AttestationError("a model in the manifest has no name")
+        listed.append((model["name"], _hex_digest(model.get("digest"), "a model digest")))
+    package = _hex_digest(document.get("package"), "the manifest's package digest")
+    return Manifest(release, package, tuple(listed))
 
 
 # -- enrolment --------------------------------------------------------------------------------
@@ -334,17 +503,28 @@ class Verdict:
     pcrs: dict[int, str]
     reset_count: int
     restart_count: int
+    release: str | None = None  # the manifest's release name, when checked against one
 
 
-def verify_quote(
-    document: dict[str, Any],
-    *,
-    nonce: bytes,
-    ak_pem: bytes,
-    approved: list[bytes],
-    release_pcr: int = RELEASE_PCR,
-) -> Verdict:
-    """Check a quote document against the nonce sent, the enrolled AK and approved releases."""
+@dataclass(frozen=True, slots=True)
+class _Quoted:
+    values: dict[int, bytes]
+    info: QuoteInfo
+
+    def verdict(self, measurement: bytes, release: str | None = None) -> Verdict:
+        return Verdict(
+            measurement.hex(),
+            {i: v.hex() for i, v in sorted(self.values.items())},
+            self.info.reset_count,
+            self.info.restart_count,
+            release,
+        )
+
+
+def _checked_quote(
+    document: dict[str, Any], nonce: bytes, ak_pem: bytes, release_pcr: int
+) -> _Quoted:
+    """The PCR values of a quote whose signature, nonce and PCR digest check out."""
     _expect_format(document, QUOTE_FORMAT)
     trusted = serialization.load_pem_public_key(ak_pem)
     ak = parse_public(_b64(document, "ak_public"), "attestation key")
@@ -379,18 +559,85 @@ def verify_quote(
         )
     if release_pcr not in values:
         raise AttestationError(f"the quote does not cover the release PCR {release_pcr}")
-    measured = values[release_pcr]
+    return _Quoted(values, info)
+
+
+def verify_quote(
+    document: dict[str, Any],
+    *,
+    nonce: bytes,
+    ak_pem: bytes,
+    approved: list[bytes],
+    release_pcr: int = RELEASE_PCR,
+) -> Verdict:
+    """Check a quote document against the nonce sent, the enrolled AK and approved releases."""
+    quoted = _checked_quote(document, nonce, ak_pem, release_pcr)
+    measured = quoted.values[release_pcr]
     match = next((m for m in approved if hmac.compare_digest(extended_pcr(m), measured)), None)
     if match is None:
         raise AttestationError(
             f"PCR {release_pcr} ({measured.hex()}) matches no approved release measurement: "
             "the box runs another release, configuration or model set"
         )
-    return Verdict(
-        match.hex(),
-        {i: v.hex() for i, v in sorted(values.items())},
-        info.reset_count,
-        info.restart_count,
+    return quoted.verdict(match)
+
+
+def verify_release_quote(
+    document: dict[str, Any],
+    *,
+    nonce: bytes,
+    ak_pem: bytes,
+    manifest: Manifest,
+    config: bytes,
+    release_pcr: int = RELEASE_PCR,
+) -> Verdict:
+    """Check a quote against a verified release manifest and the site configuration's digest.
+
+    A quote that also reports the box's component digests (bound to the quote: they must
+    combine into the quoted PCR value) gets a verdict naming the component that differs.
+    """
+    quoted = _checked_quote(document, nonce, ak_pem, release_pcr)
+    measured = quoted.values[release_pcr]
+    expected = manifest.components(config)
+    if hmac.compare_digest(extended_pcr(expected.measurement()), measured):
+        return quoted.verdict(expected.measurement(), manifest.release)
+    if "components" not in document:
+        raise AttestationError(
+            f"PCR {release_pcr} ({measured.hex()}) is not release {manifest.release} with "
+            f"configuration {config.hex()[:16]}...: the box runs another package, "
+            "configuration or model set"
+        )
+    box = ReleaseComponents.from_document(document["components"])
+    if not hmac.compare_digest(extended_pcr(box.measurement()), measured):
+        raise AttestationError(
+            f"the reported release components do not give PCR {release_pcr}: they were altered"
+        )
+    raise AttestationError(_difference(box, expected, manifest))
+
+
+def _difference(box: ReleaseComponents, expected: ReleaseComponents, manifest: Manifest) -> str:
+    """Which component of the box's release differs from the expected one."""
+    release = manifest.release
+    if box.package != expected.package:
+        return (
+            f"the box runs another callveil package ({box.package.hex()[:16]}...) than release "
+            f"{release} ({expected.package.hex()[:16]}...): another release, or changed files"
+        )
+    if box.config != expected.config:
+        return (
+            f"the box's configuration file ({box.config.hex()[:16]}...) is not the one given "
+            f"({expected.config.hex()[:16]}...): compare it with the file deployed"
+        )
+    if len(box.models) != len(expected.models):
+        return (
+            f"the box measures {len(box.models)} model(s), release {release} ships "
+            f"{len(expected.models)}: its configured models are not those of the release"
+        )
+    index = next(i for i, model in enumerate(box.models) if model != expected.models[i])
+    return (
+        f"model {index} ({manifest.models[index][0]}) on the box "
+        f"({box.models[index].hex()[:16]}...) is not release {release}'s "
+        f"({expected.models[index].hex()[:16]}...): the model files were changed or replaced"
     )
 
 
@@ -465,11 +712,37 @@ def build_parser() -> argparse.ArgumentParser:
     quote.add_argument("document", help="output of 'callveil attest quote'")
     quote.add_argument("--nonce", required=True, help="the hex nonce you sent to the box")
     quote.add_argument("--ak", required=True, help="the box's trusted AK (from 'enrol')")
-    quote.add_argument(
-        "--approved", action="append", required=True, help="approved release measurement (hex)"
-    )
+    against = quote.add_mutually_exclusive_group(required=True)
+    against.add_argument("--approved", action="append", help="approved release measurement (hex)")
+    against.add_argument("--manifest", help="signed release manifest (needs --release-key)")
+    _release_arguments(quote, required=False)
     quote.add_argument("--release-pcr", type=int, default=RELEASE_PCR)
+    expect = sub.add_parser(
+        "expect", help="print the release measurement a box must show (e.g. to re-seal)"
+    )
+    expect.add_argument("--manifest", required=True, help="signed release manifest")
+    _release_arguments(expect, required=True)
     return parser
+
+
+def _release_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--release-key", required=required, help="release public key (PEM)")
+    config = parser.add_mutually_exclusive_group(required=required)
+    config.add_argument("--config", help="the configuration file deployed on the box")
+    config.add_argument("--config-digest", help="its digest (hex), as --config computes it")
+
+
+def _manifest_and_config(args: argparse.Namespace) -> tuple[Manifest, bytes]:
+    if not args.release_key or not (args.config or args.config_digest):
+        raise ValueError("--manifest needs --release-key and either --config or --config-digest")
+    key = load_release_key(Path(args.release_key).read_bytes())
+    manifest = load_manifest(_read_json(args.manifest), key)
+    if args.config:
+        return manifest, component_digest(Path(args.config))
+    config = bytes.fromhex(args.config_digest)
+    if len(config) != _DIGEST_BYTES:
+        raise ValueError("--config-digest must be a SHA-256 digest: 64 hex digits")
+    return manifest, config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,15 +756,25 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "enrol":
             _write(args.ak_out, enrol(_read_json(args.state), args.response))
             print(f"box enrolled: its attestation key is in {args.ak_out}")
+        elif args.step == "expect":
+            manifest, config = _manifest_and_config(args)
+            measurement = manifest.components(config).measurement()
+            print(f"release {manifest.release}: measurement {measurement.hex()}")
+            print(f"release PCR value {extended_pcr(measurement).hex()}")
         else:
-            verdict = verify_quote(
-                _read_json(args.document),
-                nonce=bytes.fromhex(args.nonce),
-                ak_pem=Path(args.ak).read_bytes(),
-                approved=_measurements(args.approved),
-                release_pcr=args.release_pcr,
-            )
-            print(f"OK: the box runs the approved release measurement {verdict.measurement}")
+            quote = {
+                "document": _read_json(args.document),
+                "nonce": bytes.fromhex(args.nonce),
+                "ak_pem": Path(args.ak).read_bytes(),
+                "release_pcr": args.release_pcr,
+            }
+            if args.manifest:
+                manifest, config = _manifest_and_config(args)
+                verdict = verify_release_quote(**quote, manifest=manifest, config=config)
+                print(f"OK: the box runs release {verdict.release}: {verdict.measurement}")
+            else:
+                verdict = verify_quote(**quote, approved=_measurements(args.approved))
+                print(f"OK: the box runs the approved release measurement {verdict.measurement}")
             print(f"TPM resets {verdict.reset_count}, restarts {verdict.restart_count}")
             for index, value in verdict.pcrs.items():
                 print(f"PCR {index:2d} {value}")
