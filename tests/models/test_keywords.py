@@ -13,6 +13,7 @@ sentence may need replacing.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import importlib.util
 from pathlib import Path
@@ -47,6 +48,14 @@ NEUTRAL = (
     "점심에 김치찌개를 먹었어요",  # I had kimchi stew for lunch
     "어머니가 주말에 시장에서 사과를 샀어요",  # mother bought apples at the market
 )
+
+
+@pytest.fixture(autouse=True)
+def same_dither() -> None:
+    """Kaldi seeds each recognizer's dither from the C library's rand(), whose state depends on
+    everything the process ran before: seed it, so that a test decodes the same way whatever
+    ran first (the module docstring of gateway/models/keywords.py explains the dither)."""
+    ctypes.CDLL(None).srand(1)
 
 
 @pytest.fixture(scope="session")
