@@ -6,6 +6,9 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,33 @@ def require_packet_sockets() -> None:
         socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
     except PermissionError:
         pytest.skip("live capture needs CAP_NET_RAW: run the live tests as root")
+
+
+@contextmanager
+def veth_pair(prefix: str, *, up: bool, ipv6: bool) -> Iterator[tuple[str, str]]:
+    """A veth pair (near end, far end) named from ``prefix``, deleted afterwards; skips, saying
+    why, where packet sockets or veth pairs cannot be had."""
+    require_packet_sockets()
+    ip = shutil.which("ip")
+    if ip is None:
+        pytest.skip("iproute2 is not installed")
+    tag = time.monotonic_ns() % 100000
+    near, far = f"{prefix}n{tag}", f"{prefix}f{tag}"
+    made = subprocess.run(
+        [ip, "link", "add", near, "type", "veth", "peer", "name", far], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a veth pair here: {made.stderr.decode().strip()}")
+    try:
+        for name in (near, far):
+            switch = Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
+            if not ipv6 and switch.exists():
+                switch.write_text("1")
+            if up:
+                subprocess.run([ip, "link", "set", name, "up"], check=True)
+        yield near, far
+    finally:
+        subprocess.run([ip, "link", "del", near], check=False)
 
 
 def capture_socket(program: FilterProgram) -> socket.socket:

@@ -24,6 +24,7 @@ from tests.capture.live_helpers import (
     free_udp_ports,
     require_packet_sockets,
     sipp_audio,
+    veth_pair,
 )
 from tests.capture.packet_helpers import ethernet, ipv4, udp
 
@@ -271,23 +272,9 @@ def test_kernel_drops_are_counted_when_the_reader_stalls() -> None:
 
 
 @pytest.fixture
-def veth_pair() -> Iterator[tuple[str, str]]:
-    require_packet_sockets()
-    ip = shutil.which("ip")
-    if ip is None:
-        pytest.skip("iproute2 is not installed")
-    near, far = f"cvm{time.monotonic_ns() % 100000}", f"cvp{time.monotonic_ns() % 100000}"
-    made = subprocess.run(
-        [ip, "link", "add", near, "type", "veth", "peer", "name", far], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a veth pair here: {made.stderr.decode().strip()}")
-    try:
-        for name in (near, far):
-            subprocess.run([ip, "link", "set", name, "up"], check=True)
-        yield near, far
-    finally:
-        subprocess.run([ip, "link", "del", near], check=False)
+def mirror_port() -> Iterator[tuple[str, str]]:
+    with veth_pair("cvm", up=True, ipv6=True) as pair:
+        yield pair
 
 
 def _mirrored_frame(number: int) -> bytes:
@@ -301,8 +288,8 @@ def _promiscuous(name: str) -> bool:
 
 
 @pytest.mark.live
-def test_veth_mirror_port_promiscuous_and_link_flap(veth_pair: tuple[str, str]) -> None:
-    near, far = veth_pair
+def test_veth_mirror_port_promiscuous_and_link_flap(mirror_port: tuple[str, str]) -> None:
+    near, far = mirror_port
     ip = shutil.which("ip")
     assert ip is not None
     sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)

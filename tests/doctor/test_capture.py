@@ -3,10 +3,8 @@ for a mirror port that is down, unplugged, silent, or carries no SIP or no answe
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from gateway.config import Config, parse_config
 from gateway.doctor.capture import check_capture
 from gateway.doctor.findings import Finding, Status
-from tests.capture.live_helpers import require_packet_sockets
+from tests.capture.live_helpers import veth_pair
 from tests.capture.packet_helpers import ethernet, ipv4, udp
 from tests.doctor.calls import sipp_call, while_listening
 
@@ -62,24 +60,8 @@ def test_wrong_interface_name(tmp_path: Path) -> None:
 def veth() -> Iterator[tuple[str, str]]:
     """A veth pair, both ends down, with IPv6 off: unlike tests/capture's pair, its far end
     must send nothing of its own (router solicitations, MLD reports) into the near end."""
-    require_packet_sockets()
-    ip = shutil.which("ip")
-    if ip is None:
-        pytest.skip("iproute2 is not installed")
-    near, far = f"cvd{time.monotonic_ns() % 100000}", f"cvf{time.monotonic_ns() % 100000}"
-    made = subprocess.run(
-        [ip, "link", "add", near, "type", "veth", "peer", "name", far], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a veth pair here: {made.stderr.decode().strip()}")
-    try:
-        for name in (near, far):
-            switch = Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
-            if switch.exists():
-                switch.write_text("1")
-        yield near, far
-    finally:
-        subprocess.run([ip, "link", "del", near], check=False)
+    with veth_pair("cvd", up=False, ipv6=False) as pair:
+        yield pair
 
 
 def link_up(name: str) -> None:
