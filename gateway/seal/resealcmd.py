@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import pwd
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.seal.fromconfig import model_paths, open_configured_provider
-from gateway.seal.keyprovider import SealError
+from gateway.seal.keyprovider import KeyProvider, SealError
 from gateway.seal.measurement import release_measurement
+from gateway.vault.audit import DONE, FAILED, AuditEvent, AuditLog
+from gateway.vault.records import VaultError
 
 PACKAGE = "gateway"
+# how an approval appears in the audit log; the subject is the release's measurement prefix
+APPROVE = "approve-release"
+PRUNE = "prune-releases"
+RESEAL_ROLE = "system"
+RESEAL_PURPOSE = "release update"
 
 
 def package_dir(root: Path) -> Path:
@@ -98,36 +107,80 @@ def reseal(
     with contextlib.closing(opened) as provider:
         if not isinstance(provider, TpmKeyProvider):
             raise SealError(f"keys.provider is tpm but the {provider.name} provider opened")
-        pcr = f"PCR {config.keys.pcr}"
-        if measurement is not None:
-            value = extended_pcr(measurement).hex()[:16]
-            if provider.reseal(measurement):
-                print(
-                    f"approved the new release (measurement {measurement.hex()}): the vault "
-                    f"key is now sealed to it ({pcr} {value}...) as well as to the running "
-                    "release, so the box can go back. Switch to it and reboot (the release is "
-                    "measured once per boot); once it runs well, run `callveil reseal --prune` "
-                    "with it",
-                    file=out,
-                )
-            else:
-                print(
-                    f"nothing to re-seal: the vault key is already sealed to that release "
-                    f"(measurement {measurement.hex()}, {pcr} {value}...)",
-                    file=out,
-                )
-        if prune:
-            removed = provider.prune(keep=[measurement] if measurement is not None else [])
-            kept = "the running release" + (" and the new one" if measurement else "")
-            if removed:
-                print(
-                    f"pruned: removed {removed} sealed {'copy' if removed == 1 else 'copies'} "
-                    f"of the vault key; only {kept} can open the vault now",
-                    file=out,
-                )
-            else:
-                print(f"nothing to prune: only {kept} can open the vault", file=out)
+        with _audit_log(config, provider) as audit:
+            if measurement is not None:
+                value = extended_pcr(measurement).hex()[:16]
+                with _audited(audit, APPROVE, measurement) as said:
+                    if provider.reseal(measurement):
+                        said.append("approved")
+                        print(
+                            f"approved the new release (measurement {measurement.hex()}): the "
+                            f"vault key is now sealed to it (PCR {config.keys.pcr} {value}...) "
+                            "as well as to the running release, so the box can go back. Switch "
+                            "to it and reboot (the release is measured once per boot); once it "
+                            "runs well, run `callveil reseal --prune` with it",
+                            file=out,
+                        )
+                    else:
+                        said.append("already approved")
+                        print(
+                            "nothing to re-seal: the vault key is already sealed to that "
+                            f"release (measurement {measurement.hex()}, PCR {config.keys.pcr} "
+                            f"{value}...)",
+                            file=out,
+                        )
+            if prune:
+                with _audited(audit, PRUNE, measurement) as said:
+                    removed = provider.prune(keep=[measurement] if measurement else [])
+                    said.append(f"removed {removed}")
+                kept = "the running release" + (" and the new one" if measurement else "")
+                if removed:
+                    print(
+                        f"pruned: removed {removed} sealed "
+                        f"{'copy' if removed == 1 else 'copies'} of the vault key; only {kept} "
+                        "can open the vault now",
+                        file=out,
+                    )
+                else:
+                    print(f"nothing to prune: only {kept} can open the vault", file=out)
     return 0
+
+
+def _audit_log(config: Config, provider: KeyProvider) -> AuditLog:
+    """The vault's audit log: who may open the vault is as much its business as who did."""
+    try:
+        return AuditLog(Path(config.vault.audit_path), provider, sign_every=config.vault.sign_every)
+    except (VaultError, OSError) as exc:
+        raise SealError(
+            f"cannot open the audit log {config.vault.audit_path} ({exc}); nothing was changed: "
+            "run reseal as the service user, which owns the log"
+        ) from None
+
+
+@contextlib.contextmanager
+def _audited(audit: AuditLog, action: str, measurement: bytes | None) -> Iterator[list[str]]:
+    """Log ``action`` as done with what the block said, or as failed with its error."""
+    said: list[str] = []
+    subject = measurement.hex()[:16] if measurement is not None else None
+    try:
+        yield said
+    except SealError as exc:
+        audit.append(_event(action, FAILED, subject, str(exc)))
+        raise
+    audit.append(_event(action, DONE, subject, "; ".join(said)))
+
+
+def _event(action: str, outcome: str, subject: str | None, reason: str) -> AuditEvent:
+    return AuditEvent(
+        _account(), RESEAL_ROLE, action, outcome, RESEAL_PURPOSE, subject=subject, reason=reason
+    )
+
+
+def _account() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def add_reseal_command(

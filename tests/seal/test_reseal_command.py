@@ -4,8 +4,10 @@ copies of it (one file changed) run in their own Python process as the new relea
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from gateway.config import load_config
 from gateway.seal.envelope import Sealer
 from gateway.seal.fromconfig import PACKAGE_ROOT, open_configured_provider
 from gateway.seal.keyprovider import SealError
+from gateway.verifiers.audit import Entry, Head, verify
 from tests.seal.tpm_helpers import TEST_PCR, reset_pcr
 
 MISMATCH = "differ from those the vault was sealed to"
@@ -46,9 +49,27 @@ print(gateway.__file__, record.decode())
 def write_box(directory: Path, tcti: str, name: str = "box.toml", extra: str = "") -> Path:
     path = directory / name
     path.write_text(
-        f'[keys]\nprovider = "tpm"\ntcti = "{tcti}"\npcr = {TEST_PCR}\nstate_dir = "tpm"\n{extra}'
+        f'[keys]\nprovider = "tpm"\ntcti = "{tcti}"\npcr = {TEST_PCR}\nstate_dir = "tpm"\n'
+        f'[vault]\naudit_path = "audit.db"\n{extra}'
     )
     return path
+
+
+def signing_key(config: Path) -> bytes:
+    with contextlib.closing(open_configured_provider(load_config(config), config)) as provider:
+        return provider.public_key_pem()
+
+
+def audited(config: Path, key: bytes) -> list[tuple[str, str, str | None, str]]:
+    """(action, outcome, subject, reason) of each audit log entry, after checking the chain and
+    its signed heads against the box's signing key ``key``, as a security team would."""
+    with contextlib.closing(sqlite3.connect(config.parent / "audit.db")) as db:
+        entries = [Entry(*row) for row in db.execute("SELECT body, hash FROM entries ORDER BY seq")]
+        heads = [Head(*row) for row in db.execute("SELECT seq, hash, signature FROM heads")]
+    report = verify(entries, heads, key)
+    assert report.ok and report.signed_through == len(entries), report.render()
+    bodies = [json.loads(e.body) for e in entries]
+    return [(b["action"], b["outcome"], b["subject"], b["reason"]) for b in bodies]
 
 
 def release(directory: Path, change: str) -> Path:
@@ -127,9 +148,11 @@ def test_update_rollback_and_prune(
     update: tuple[Path, Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, blob, new, new_config = update
+    key = signing_key(config)
     args = ["-c", str(config), "reseal", "--package-root", str(new), "--config", str(new_config)]
     assert main(args) == 0
-    assert "approved the new release" in capsys.readouterr().out
+    capsys_out = capsys.readouterr().out
+    assert "approved the new release" in capsys_out
     assert len(sealed(config.parent)) == 2
     assert main(args) == 0  # run twice (a retried update): nothing more to do
     assert "nothing to re-seal" in capsys.readouterr().out
@@ -148,12 +171,23 @@ def test_update_rollback_and_prune(
         open_here(config, blob)
     opened = open_as(new, new_config, blob)
     assert opened.returncode == 0 and opened.stdout.split()[-1] == "evidence", opened.stderr
+    # each step is in the audit log, signed, by the account that ran it
+    entries = audited(config, key)
+    assert [e[:2] for e in entries] == [
+        ("approve-release", "done"),
+        ("approve-release", "done"),
+        ("prune-releases", "done"),
+    ]
+    approved = entries[0][2]
+    assert approved is not None and len(approved) == 16 and approved in capsys_out
+    assert [e[3] for e in entries] == ["approved", "already approved", "removed 1"]
 
 
 def test_unapproved_releases_are_refused(
     update: tuple[Path, Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, blob, new, new_config = update
+    key = signing_key(config)
     # approved by its package directory this time, with the running configuration
     package = site_packages(new) / "gateway"
     assert main(["-c", str(config), "reseal", "--package-root", str(package)]) == 0
@@ -174,6 +208,13 @@ def test_unapproved_releases_are_refused(
     assert main(["-c", str(edited), "reseal", "--prune"]) == 2
     assert "nothing was removed" in capsys.readouterr().err
     assert sealed(config.parent) == before
+    # the refusals are logged as failed attempts, after the one approval
+    outcomes = [e[:2] for e in audited(config, key)]
+    assert outcomes == [
+        ("approve-release", "done"),
+        ("approve-release", "failed"),
+        ("prune-releases", "failed"),
+    ]
     # the approved releases still open
     assert open_here(config, blob) == b"evidence"
     assert open_as(new, config, blob).returncode == 0
