@@ -157,6 +157,36 @@ class ContractConfig:
     rules: list[ContractRule] = _spec([], "rules that mark a call as contract evidence")
 
 
+def _check_queue_labels(values: list[str]) -> str | None:
+    from gateway.aggregates.labels import check_label
+
+    for value in values:
+        try:
+            check_label(value, "queue label")
+        except ValueError as exc:
+            return f"{exc}; it is published as the queue of a bucket"
+    for value in values:
+        if values.count(value) > 1:
+            return f"{value!r} is listed twice; keep it once"
+    return None
+
+
+@dataclass(frozen=True)
+class QueuesConfig:
+    header: str = _spec(
+        "",
+        "SIP header of the INVITE that names the call's queue, e.g. 'X-Queue'; empty: calls "
+        "are counted for the site only",
+        check=_check_header_name,
+    )
+    labels: list[str] = _spec(
+        [],
+        "the queues counted on their own; a header value not listed (compared ignoring case) "
+        "counts for the site only. List only queues served by several operators",
+        check=_check_queue_labels,
+    )
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = _spec(
@@ -523,6 +553,7 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
     contract: ContractConfig = field(default_factory=ContractConfig)
+    queues: QueuesConfig = field(default_factory=QueuesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     vault: VaultConfig = field(default_factory=VaultConfig)
@@ -671,6 +702,11 @@ def _cross_check(config: Config, source: str) -> None:
             raise ConfigError(
                 f"{source}: {key}.header is empty; kind = 'header' needs a header name"
             )
+    if config.queues.header and not config.queues.labels:
+        raise ConfigError(
+            f"{source}: queues.labels is empty, so no call would get a queue; list the queues, "
+            'e.g. ["billing", "support"], or set queues.header = ""'
+        )
     if not config.capture.sip_ports:
         raise ConfigError(f"{source}: capture.sip_ports is empty; list at least one, e.g. [5060]")
     if config.daemon.shed_keywords_at > config.daemon.shed_emotion_at:

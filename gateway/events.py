@@ -2,7 +2,8 @@
 
 Identity stops at the capture boundary. None of these types has a field that can hold a SIP
 URI, a number, a Call-ID, a tag, an address or a wall-clock time: references are random
-tokens validated on construction, every other field is an enum, a count or audio samples.
+tokens validated on construction, a call's queue is one of the configured labels (never a
+value from the wire), every other field is an enum, a count or audio samples.
 Positions are relative to the start of the kept audio of one direction, in samples.
 """
 
@@ -14,6 +15,8 @@ import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from gateway.aggregates.labels import check_label
 
 _REF_PATTERN = re.compile(r"[0-9a-f]{32}")
 
@@ -74,6 +77,11 @@ class CallStarted:
     ref: CallRef
     policy: Policy
     roles: frozenset[Role]
+    queue: str | None = None  # a label of queues.labels; None: the call counts for the site
+
+    def __post_init__(self) -> None:
+        if self.queue is not None:
+            check_label(self.queue, "queue")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.aggregates.labels import check_label
 from gateway.config import Config, ConfigError, load_config, parse_config
 
 
@@ -59,6 +60,16 @@ def test_shipped_example_is_valid() -> None:
             ["unknown key 'contract.rules[0].extra'"],
         ),
         ({"contract": {"queue_header": "X Queue"}}, ["contract.queue_header", "header name"]),
+        ({"queues": {"header": "X-Queue:"}}, ["queues.header", "'X-Queue:'", "header name"]),
+        ({"queues": {"header": "X-Queue"}}, ["queues.labels is empty", 'queues.header = ""']),
+        ({"queues": {"labels": "billing"}}, ["queues.labels", "expected a list"]),
+        ({"queues": {"labels": [7]}}, ["queues.labels[0]", "expected a string"]),
+        ({"queues": {"labels": ["Billing"]}}, ["queues.labels", "'Billing'", "lowercase"]),
+        ({"queues": {"labels": ["billing queue"]}}, ["queues.labels", "'billing queue'"]),
+        ({"queues": {"labels": ["a/b"]}}, ["queues.labels", "'a/b'"]),
+        ({"queues": {"labels": ["x" * 64]}}, ["queues.labels", "1-63"]),
+        ({"queues": {"labels": ["sales", "sales"]}}, ["queues.labels", "'sales' is listed twice"]),
+        ({"queues": {"label": ["sales"]}}, ["did you mean 'queues.labels'"]),
         (
             {"logging": {"level": "verbose"}},
             ["logging.level", "'verbose'", "debug, info, warning, error"],
@@ -73,6 +84,24 @@ def test_bad_values_name_the_key_the_value_and_the_fix(raw: dict, expected: list
     assert message.startswith("box.toml: ")
     for part in expected:
         assert part in message
+
+
+@pytest.mark.parametrize("label", ["", "-sales", "Sales", "sales!", "x" * 64, "sales/eu", "+"])
+def test_config_refuses_the_queue_labels_the_aggregates_refuse(label: str) -> None:
+    with pytest.raises(ValueError):
+        check_label(label, "queue")
+    with pytest.raises(ConfigError, match=r"queues\.labels"):
+        parse_config({"queues": {"header": "X-Queue", "labels": [label]}})
+
+
+def test_queues_are_off_by_default_and_read_as_written() -> None:
+    assert (Config().queues.header, Config().queues.labels) == ("", [])
+    queues = parse_config(
+        {"queues": {"header": "X-Asterisk-Queue", "labels": ["billing", "support-2"]}}
+    ).queues
+    assert (queues.header, queues.labels) == ("X-Asterisk-Queue", ["billing", "support-2"])
+    for label in queues.labels:
+        assert check_label(label, "queue") == label
 
 
 def test_syntax_error_and_missing_file_are_clear(tmp_path: Path) -> None:

@@ -30,6 +30,9 @@ _ALLOWED = {
     frozenset[events.Role],
     tuple[events.DirectionStats, ...],
 }
+# the one text field: a label capture takes from the configured allow-list, never from the
+# wire (tests/capture/test_queues.py); its shape is checked on construction
+_LABELS = {(events.CallStarted, "queue")}
 
 
 @pytest.mark.parametrize(
@@ -39,7 +42,17 @@ _ALLOWED = {
 def test_event_fields_cannot_hold_identity(cls: type) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        assert hints[f.name] in _ALLOWED, f"{cls.__name__}.{f.name}: {hints[f.name]}"
+        allowed = {str | None} if (cls, f.name) in _LABELS else _ALLOWED
+        assert hints[f.name] in allowed, f"{cls.__name__}.{f.name}: {hints[f.name]}"
+
+
+def test_a_queue_is_a_label_or_nothing() -> None:
+    ref = events.CallRef.new()
+    assert events.CallStarted(ref, events.Policy.DROP, frozenset()).queue is None
+    assert events.CallStarted(ref, events.Policy.DROP, frozenset(), "billing").queue == "billing"
+    for bad in ("sip:alice@example.com", "+390612345678", "Billing", "billing queue", "", "a/b"):
+        with pytest.raises(ValueError, match="queue"):
+            events.CallStarted(ref, events.Policy.DROP, frozenset(), bad)
 
 
 def test_call_reference_is_random_and_validated() -> None:

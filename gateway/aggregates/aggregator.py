@@ -7,6 +7,9 @@ bucket in one transaction and waits in the ``released`` table until the sink (th
 outbox) has taken it. A crash between the two hands the same body over again, which the
 centre recognises as a duplicate; the noise is never drawn twice for one bucket.
 
+A call counts in one bucket only, its queue's or else the site's (queue ''): buckets are
+disjoint, so subtracting one published bucket from another isolates no calls.
+
 One call should reach ``call_seen`` and ``add`` in the same period (``count`` does both at
 its end, in one transaction), so that it weighs on one period only, as the noise's epsilon
 assumes.

@@ -25,6 +25,7 @@ from gateway.capture.mediastream import MediaStream
 from gateway.capture.packets import PacketDecoder
 from gateway.capture.pcapfile import Frame
 from gateway.capture.policy import PolicyDecider
+from gateway.capture.queues import queue_of
 from gateway.capture.roles import RoleMap
 from gateway.capture.rtp import RtpError, is_rtcp, parse_rtp
 from gateway.capture.sdp import Codec
@@ -159,6 +160,7 @@ class CaptureSession:
         )
         self._policy = PolicyDecider(config.privacy, config.contract, sampling_key)
         self._roles = RoleMap(config.roles)
+        self._queues = config.queues
         self._calls: dict[str, _Call] = {}
         # media address -> (call, party that announced it in SDP, whether it carries audio)
         self._media: dict[Endpoint, tuple[_Call, str, bool]] = {}
@@ -290,7 +292,8 @@ class CaptureSession:
         self._calls[event.call_id] = call
         self.report.calls += 1
         self.report.policies[policy.value] += 1
-        out.append(CallStarted(call.ref, policy, frozenset((caller_role, callee_role))))
+        roles = frozenset((caller_role, callee_role))
+        out.append(CallStarted(call.ref, policy, roles, queue_of(event.headers, self._queues)))
 
     def _on_negotiated(self, call: _Call, event: MediaNegotiated) -> None:
         announced: dict[Endpoint, bool] = {}  # endpoint -> carries audio

@@ -39,10 +39,11 @@ class Sealable:
 
 @dataclass(frozen=True, slots=True)
 class CallDone:
-    """A call has ended: its policy, and its summary when it was analysed."""
+    """A call has ended: its policy, its summary when it was analysed, and its queue."""
 
     policy: Policy
     summary: CallSummary | None
+    queue: str | None = None  # from ``CallStarted``: the aggregates' bucket it counts in
 
 
 Output = Sealable | CallDone
@@ -66,8 +67,11 @@ class AnalysedCall:
         emotion: EmotionModel | None,
         keywords: KeywordSpotter | None,
         emit: Emit,
+        *,
+        queue: str | None = None,
     ) -> None:
         self._emit = emit
+        self._queue = queue
         self._rate = config.speech.analysis_rate
         self._tape = Tape(
             self._rate,
@@ -95,7 +99,7 @@ class AnalysedCall:
             share = summary.analysed_share * self._received / total
             summary = dataclasses.replace(summary, analysed_share=share)
         self._emit(Sealable("analytics", "summary", summary_json(summary)))
-        self._emit(CallDone(Policy.ANALYTICS, summary))
+        self._emit(CallDone(Policy.ANALYTICS, summary, self._queue))
 
     def _record(self, segment: SpeechSegment) -> None:
         self._tape.add(segment.role, round(segment.start * self._rate), to_int16(segment.pcm))
@@ -104,9 +108,10 @@ class AnalysedCall:
 class ContractCall:
     """A call that concludes or ends a contract: every decoded sample, as evidence."""
 
-    def __init__(self, config: Config, emit: Emit) -> None:
+    def __init__(self, config: Config, emit: Emit, *, queue: str | None = None) -> None:
         self._config = config
         self._emit = emit
+        self._queue = queue
         # one tape per sample rate: the two directions may have negotiated different codecs
         self._tapes: dict[int, Tape] = {}
         self._lost = 0
@@ -128,14 +133,15 @@ class ContractCall:
     def finish(self) -> None:
         for tape in self._tapes.values():
             tape.close()
-        self._emit(CallDone(Policy.CONTRACT, None))
+        self._emit(CallDone(Policy.CONTRACT, None, self._queue))
 
 
 class DroppedCall:
     """Not sampled: capture decoded nothing; the call counts towards the sampling rate."""
 
-    def __init__(self, emit: Emit) -> None:
+    def __init__(self, emit: Emit, *, queue: str | None = None) -> None:
         self._emit = emit
+        self._queue = queue
 
     def push(self, chunk: AudioChunk) -> None:
         raise ValueError("a call that was not sampled has no audio; capture sent some")
@@ -144,4 +150,4 @@ class DroppedCall:
         raise ValueError("a call that was not sampled has no audio to lose")
 
     def finish(self) -> None:
-        self._emit(CallDone(Policy.DROP, None))
+        self._emit(CallDone(Policy.DROP, None, self._queue))

@@ -116,12 +116,14 @@ class _Worker:
         handler.finish()
 
     def _open(self, start: _Start) -> CallHandler:
-        policy = start.event.policy
+        policy, queue = start.event.policy, start.event.queue
         if policy is Policy.ANALYTICS:
-            return AnalysedCall(self._config, start.emotion, start.keywords, self._emit)
+            return AnalysedCall(
+                self._config, start.emotion, start.keywords, self._emit, queue=queue
+            )
         if policy is Policy.CONTRACT:
-            return ContractCall(self._config, self._emit)
-        return DroppedCall(self._emit)
+            return ContractCall(self._config, self._emit, queue=queue)
+        return DroppedCall(self._emit, queue=queue)
 
 
 def _ref_of(item: _Start | AudioChunk | CallEnded) -> CallRef:

@@ -2,9 +2,9 @@
 
 Records are sealed with the coarse ISO week as their period (their expiry is rounded to a
 Monday too), so neither says which day a call took place. A call is counted in the
-aggregates when it ends, with its summary when it was analysed. Closed buckets are handed to
-the publisher's outbox every ``release_interval_s``; with no broker configured they wait in
-the aggregator's own table.
+aggregates when it ends, in its queue's bucket (the site's without one), with its summary
+when it was analysed. Closed buckets are handed to the publisher's outbox every
+``release_interval_s``; with no broker configured they wait in the aggregator's own table.
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ class Writer:
         self._count(item)
 
     def _count(self, done: CallDone) -> None:
-        self._aggregator.count(done.summary if done.policy is Policy.ANALYTICS else None)
+        summary = done.summary if done.policy is Policy.ANALYTICS else None
+        self._aggregator.count(summary, done.queue)
         self.counters[f"counted_{done.policy.value}"] += 1
 
     def _release_if_due(self) -> None:

@@ -99,6 +99,7 @@ CONFIG = {
             {"kind": "queue", "pattern": "^contratti$"},
         ],
     },
+    "queues": {"header": "X-Queue", "labels": ["billing", "support"]},
     "keywords": {
         "fillers": ["e", "di"],
         "topics": {"billing": ["fattura", "più addebito"], "complaint": ["reclamo"]},
@@ -165,6 +166,7 @@ def test_config_template_renders_what_callveil_reads(tmp_path: Path) -> None:
     assert config.contract.rules[0].pattern == r'^(conclude|"end")\d$'
     assert config.keywords.topics["billing"] == ["fattura", "più addebito"]
     assert config.capture.kernel_filter is False
+    assert config.queues.labels == ["billing", "support"]
 
 
 def test_config_template_refuses_what_config_check_refuses(tmp_path: Path) -> None:

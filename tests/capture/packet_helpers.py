@@ -199,3 +199,32 @@ def first_udp_packet(path: Path, starts: bytes) -> bytes:
 def frames_of(path: Path) -> list[Frame]:
     with CaptureReader(path) as reader:
         return list(reader)
+
+
+def sip_call(
+    call_id: str, caller: str, callee: str, headers: Sequence[tuple[str, str]] = ()
+) -> list[tuple[bool, bytes]]:
+    """The SIP messages of one answered call without media, as (sent by the caller, message):
+    INVITE (carrying ``headers`` too), 200 OK, ACK, BYE from the caller, 200 OK."""
+    uri, answered = f"sip:100@{callee}", f"To: <sip:100@{callee}>;tag=b2"
+
+    def message(start: str, to: str, cseq: str, extra: Sequence[tuple[str, str]] = ()) -> bytes:
+        lines = [
+            start,
+            f"Via: SIP/2.0/UDP {caller}:5060;branch=z9hG4bK-{cseq.replace(' ', '-')}",
+            f"From: <sip:200@{caller}>;tag=a1",
+            to,
+            f"Call-ID: {call_id}",
+            f"CSeq: {cseq}",
+            *(f"{name}: {value}" for name, value in extra),
+            "Content-Length: 0",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    return [
+        (True, message(f"INVITE {uri} SIP/2.0", f"To: <{uri}>", "1 INVITE", headers)),
+        (False, message("SIP/2.0 200 OK", answered, "1 INVITE")),
+        (True, message(f"ACK {uri} SIP/2.0", answered, "1 ACK")),
+        (True, message(f"BYE {uri} SIP/2.0", answered, "2 BYE")),
+        (False, message("SIP/2.0 200 OK", answered, "2 BYE")),
+    ]

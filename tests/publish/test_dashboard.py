@@ -188,6 +188,7 @@ def check_dom(root: Element, summary: dict[str, Any]) -> None:
     }
     for box, body in PUBLISHED:
         cells = rows[_series(SITES[box], body["queue"]), body["period"]]
+        assert cells[1] == (body["queue"] or "—")  # a site's calls that no queue claims
         if body["suppressed"]:
             assert cells[4:] == ["withheld (fewer than 10 calls)"]
         else:

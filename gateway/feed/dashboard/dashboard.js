@@ -311,7 +311,7 @@
     const cell = (text) => el("td", { class: text === "withheld" ? "num withheld" : "num" }, text);
     const rows = [...buckets].reverse().map((b) => {
       const attrs = { "data-series": seriesOf(b), "data-period": b.period };
-      const head = [el("td", {}, b.site), el("td", {}, b.queue ?? "all"), el("td", {}, b.period),
+      const head = [el("td", {}, b.site), el("td", {}, b.queue ?? "—"), el("td", {}, b.period),
         el("td", { class: "num" }, b.boxes)];
       if (b.withheld) {
         return el("tr", attrs, ...head, el("td", { colspan: 7, class: "withheld" }, withheldText(b)));
