@@ -151,9 +151,6 @@ class ContractRule:
 
 @dataclass(frozen=True)
 class ContractConfig:
-    queue_header: str = _spec(
-        "X-Queue", "SIP header that names the queue of a call", check=_check_header_name
-    )
     rules: list[ContractRule] = _spec([], "rules that mark a call as contract evidence")
 
 
@@ -174,15 +171,16 @@ def _check_queue_labels(values: list[str]) -> str | None:
 @dataclass(frozen=True)
 class QueuesConfig:
     header: str = _spec(
-        "",
-        "SIP header of the INVITE that names the call's queue, e.g. 'X-Queue'; empty: calls "
-        "are counted for the site only",
+        "X-Queue",
+        "SIP header of the INVITE that names the call's queue: read by contract rules of kind "
+        "'queue' and for the per-queue aggregates",
         check=_check_header_name,
     )
     labels: list[str] = _spec(
         [],
-        "the queues counted on their own; a header value not listed (compared ignoring case) "
-        "counts for the site only. List only queues served by several operators",
+        "the queues counted on their own; empty: every call counts for the site only. A header "
+        "value not listed (compared ignoring case) counts for the site. List only queues served "
+        "by several operators",
         check=_check_queue_labels,
     )
 
@@ -601,6 +599,10 @@ def parse_config(raw: dict[str, Any], *, source: str = "configuration") -> Confi
     return config
 
 
+# keys of earlier releases and where they live now
+_MOVED = {"contract.queue_header": "queues.header"}
+
+
 def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
     where = prefix.rstrip(".") or "top level"
     if not isinstance(raw, dict):
@@ -611,6 +613,8 @@ def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            if f"{prefix}{key}" in _MOVED:
+                hint = f"; it moved to '{_MOVED[prefix + key]}'"
             raise ConfigError(
                 f"{source}: unknown key '{prefix}{key}'{hint} "
                 f"(known keys here: {', '.join(sorted(known))})"
@@ -702,10 +706,15 @@ def _cross_check(config: Config, source: str) -> None:
             raise ConfigError(
                 f"{source}: {key}.header is empty; kind = 'header' needs a header name"
             )
-    if config.queues.header and not config.queues.labels:
+    if not config.queues.header and config.queues.labels:
         raise ConfigError(
-            f"{source}: queues.labels is empty, so no call would get a queue; list the queues, "
-            'e.g. ["billing", "support"], or set queues.header = ""'
+            f"{source}: queues.header is empty, so no call would get one of queues.labels; name "
+            'the header the PBX sets, e.g. "X-Queue", or set queues.labels = []'
+        )
+    if not config.queues.header and any(r.kind == "queue" for r in config.contract.rules):
+        raise ConfigError(
+            f"{source}: queues.header is empty, so contract rules of kind 'queue' see nothing; "
+            'name the header the PBX sets, e.g. "X-Queue"'
         )
     if not config.capture.sip_ports:
         raise ConfigError(f"{source}: capture.sip_ports is empty; list at least one, e.g. [5060]")

@@ -59,9 +59,19 @@ def test_shipped_example_is_valid() -> None:
             {"contract": {"rules": [{"kind": "queue", "pattern": "x", "extra": 1}]}},
             ["unknown key 'contract.rules[0].extra'"],
         ),
-        ({"contract": {"queue_header": "X Queue"}}, ["contract.queue_header", "header name"]),
+        (
+            {"contract": {"queue_header": "X-Queue"}},
+            ["contract.queue_header", "moved to 'queues.header'"],
+        ),
         ({"queues": {"header": "X-Queue:"}}, ["queues.header", "'X-Queue:'", "header name"]),
-        ({"queues": {"header": "X-Queue"}}, ["queues.labels is empty", 'queues.header = ""']),
+        (
+            {"queues": {"header": "", "labels": ["sales"]}},
+            ["queues.header is empty", "queues.labels = []"],
+        ),
+        (
+            {"queues": {"header": ""}, "contract": {"rules": [{"kind": "queue", "pattern": "x"}]}},
+            ["queues.header is empty", "kind 'queue'"],
+        ),
         ({"queues": {"labels": "billing"}}, ["queues.labels", "expected a list"]),
         ({"queues": {"labels": [7]}}, ["queues.labels[0]", "expected a string"]),
         ({"queues": {"labels": ["Billing"]}}, ["queues.labels", "'Billing'", "lowercase"]),
@@ -95,7 +105,8 @@ def test_config_refuses_the_queue_labels_the_aggregates_refuse(label: str) -> No
 
 
 def test_queues_are_off_by_default_and_read_as_written() -> None:
-    assert (Config().queues.header, Config().queues.labels) == ("", [])
+    # the header has a default (contract rules of kind "queue" read it too); no labels, no queues
+    assert (Config().queues.header, Config().queues.labels) == ("X-Queue", [])
     queues = parse_config(
         {"queues": {"header": "X-Asterisk-Queue", "labels": ["billing", "support-2"]}}
     ).queues

@@ -41,9 +41,8 @@ def test_key_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 def _decider(tmp_path: Path, **sections) -> PolicyDecider:
     config = parse_config(sections)
-    return PolicyDecider(
-        config.privacy, config.contract, SamplingKey.load_or_create(tmp_path / "k")
-    )
+    key = SamplingKey.load_or_create(tmp_path / "k")
+    return PolicyDecider(config.privacy, config.contract, config.queues, key)
 
 
 def test_sampled_fraction_is_close_to_the_rate_and_stable(tmp_path: Path) -> None:
@@ -69,8 +68,8 @@ def test_contract_rules_override_sampling(tmp_path: Path) -> None:
     decider = _decider(
         tmp_path,
         privacy={"sample_rate": 0.0},
+        queues={"header": "X-Queue"},
         contract={
-            "queue_header": "X-Queue",
             "rules": [
                 {"kind": "header", "header": "X-Contract", "pattern": "^conclude$"},
                 {"kind": "called_number", "pattern": r"^\+?39800"},

@@ -5,16 +5,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from gateway.config import ContractConfig, PrivacyConfig
+from gateway.config import ContractConfig, PrivacyConfig, QueuesConfig
 from gateway.events import Policy
 from gateway.seal.sampling_key import SamplingKey
 
 
 class PolicyDecider:
-    def __init__(self, privacy: PrivacyConfig, contract: ContractConfig, key: SamplingKey) -> None:
+    def __init__(
+        self,
+        privacy: PrivacyConfig,
+        contract: ContractConfig,
+        queues: QueuesConfig,
+        key: SamplingKey,
+    ) -> None:
         self._rate = privacy.sample_rate
         self._key = key
-        self._queue_header = contract.queue_header.lower()
+        self._queue_header = queues.header.lower()
         self._rules = [
             (rule.kind, rule.header.lower(), re.compile(rule.pattern)) for rule in contract.rules
         ]

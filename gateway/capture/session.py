@@ -158,7 +158,7 @@ class CaptureSession:
             unanswered_timeout=capture.unanswered_timeout_s,
             max_calls=capture.max_calls,
         )
-        self._policy = PolicyDecider(config.privacy, config.contract, sampling_key)
+        self._policy = PolicyDecider(config.privacy, config.contract, config.queues, sampling_key)
         self._roles = RoleMap(config.roles)
         self._queues = config.queues
         self._calls: dict[str, _Call] = {}

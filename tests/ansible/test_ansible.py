@@ -93,7 +93,6 @@ CONFIG = {
     "privacy": {"sample_rate": 0.1, "trim_seconds": 12.5},
     "roles": {"operator_networks": ["10.20.0.0/16"], "caller_default": "customer"},
     "contract": {
-        "queue_header": "X-Queue",
         "rules": [
             {"kind": "header", "header": "X-Contract", "pattern": r'^(conclude|"end")\d$'},
             {"kind": "queue", "pattern": "^contratti$"},

@@ -53,10 +53,10 @@ def test_the_header_name_is_matched_whatever_its_case() -> None:
     assert queue_of({"x-queue": ["support"]}, config) is None
 
 
-def test_no_header_configured_means_no_queue() -> None:
-    off = parse_config({"queues": {"labels": ["billing"]}}).queues
-    assert queue_of({"x-queue": ["billing"]}, off) is None
+def test_no_labels_configured_means_no_queue() -> None:
+    # the default configuration reads X-Queue (for contract rules) but counts no queue apart
     assert queue_of({"x-queue": ["billing"]}, QueuesConfig()) is None
+    assert queue_of({"x-queue": ["billing"]}, QueuesConfig(header="", labels=[])) is None
 
 
 def run(tmp_path: Path, calls: list[list[tuple[str, str]]], **sections) -> list[CaptureEvent]:

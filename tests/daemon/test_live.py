@@ -477,7 +477,9 @@ def test_the_analysed_share_is_what_the_sampling_key_decides(
     config = box.config
     key_file = Path(config.privacy.sampling_key_file)
     assert key_file.is_file()  # the daemon made the box's key at its first start
-    decider = PolicyDecider(config.privacy, config.contract, SamplingKey.load_or_create(key_file))
+    decider = PolicyDecider(
+        config.privacy, config.contract, config.queues, SamplingKey.load_or_create(key_file)
+    )
     # at 0.5, ten calls all fall on one side with probability 2/1024; either way the daemon
     # must have chosen exactly the calls its key chooses
     chosen = sum(decider.decide(c, [CALLED, CALLED], {}) is Policy.ANALYTICS for c in call_ids)
