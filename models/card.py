@@ -13,6 +13,15 @@ _CONDITION_NAMES = {
 }
 
 
+def _speakers(names: list[str]) -> str:
+    """``01-18`` for a run of consecutive numbers, else the names listed."""
+    if all(n.isdigit() for n in names) and [int(n) for n in names] == list(
+        range(int(names[0]), int(names[0]) + len(names))
+    ):
+        return f"{names[0]}-{names[-1]}"
+    return ", ".join(names)
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -53,6 +62,7 @@ def _confusion(matrix: list[list[int]]) -> list[str]:
 
 def render(f: dict[str, Any]) -> str:
     s = f["settings"]
+    v = f["validation"]
     split = s["split"]
     counts = f["label_counts"]
     cost = f["cost"]
@@ -75,8 +85,9 @@ def render(f: dict[str, Any]) -> str:
         "Retrain on data licensed for the purpose: the script takes any corpus described by a "
         "`labels.csv` (`path`, `speaker`, `emotion`) and a `[labels]` table in its "
         "configuration.",
-        f"- Split by speaker (actors): train {split['train'][0]}-{split['train'][-1]}, "
-        f"validation {', '.join(split['validation'])} (epoch, temperature and SVM cost), "
+        f"- Split by speaker (actors): train {_speakers(split['train'])}, "
+        f"validation {', '.join(split['validation'])} (epochs, the linear member's cost and "
+        "weight, temperature, SVM cost), "
         f"test {', '.join(split['test'])} (used only for the figures below).",
         "- Labels: RAVDESS calm is merged into neutral; clips per label "
         f"({', '.join(LABELS)}): train {counts['train']}, validation {counts['validation']}, "
@@ -98,15 +109,44 @@ def render(f: dict[str, Any]) -> str:
         f"{logmel.F_MIN:g}-{logmel.F_MAX:g} Hz, {1000 * logmel.WINDOW // logmel.RATE} ms "
         f"window, {1000 * logmel.HOP // logmel.RATE} ms hop, minus the segment's mean; numpy "
         "computes the power spectrum, the graph's first nodes the bands and the logarithm. "
-        "Network: input normalisation, four 1-D convolution layers "
+        f"Network: {s['model']['members']} convolutional members trained alike from "
+        "consecutive seeds, their log-probabilities averaged in the graph"
+        + (
+            f", then mixed with a linear member's (weight {v['linear_weight']:g}, chosen on "
+            "validation): logistic regression "
+            f"(C = {v['linear_cost']:g}) over {f['model']['statistics']} statistics of the segment "
+            "computed in the "
+            "graph (`models/functionals.py`: band levels, their spread and movement, loudness "
+            "contour, a pitch track from the autocorrelation)"
+            if v["linear_weight"] > 0
+            else " (a linear member over segment statistics was tried and got weight 0 on "
+            "validation)"
+        )
+        + ". Each convolutional member: input "
+        "normalisation, four 1-D convolution layers "
         f"({s['model']['channels']} channels, the first with stride 2, dilations 1-2-4), mean and "
-        f"standard deviation over time, a {s['model']['embedding']}-unit layer, softmax with the "
-        f"calibration temperature folded in; {f['model']['parameters']:,} parameters, "
+        f"standard deviation over time, a {s['model']['embedding']}-unit layer. Softmax with the "
+        f"calibration temperature folded in; {f['model']['parameters']:,} parameters in all, "
         f"{f['model']['bytes'] / 1024:.0f} KiB. Trained with cropped "
         f"({s['augmentation']['crop_seconds']:g} s) and SpecAugment-masked examples, "
         "class-weighted cross-entropy, AdamW, "
-        f"{s['training']['epochs']} epochs; the epoch with the best validation UAR under "
-        f"anonymization was kept (epoch {f['validation']['best_epoch']}).",
+        f"{s['training']['epochs']} epochs; each member keeps the epoch with its best validation "
+        "UAR under anonymization (epochs "
+        f"{', '.join(str(e) for e in v['best_epochs'])}). Validation UAR, telephone band / "
+        "anonymized, in %: each convolutional member alone "
+        + ", ".join("/".join(_pct(m[c]) for c in _CONDITION_NAMES) for m in v["member_uar"])
+        + "; "
+        + "; ".join(
+            f"{name} " + "/".join(_pct(v["fusion_uar"][key][c]) for c in _CONDITION_NAMES)
+            for key, name in (
+                ("networks", "their mean"),
+                ("linear", "the linear member alone"),
+                ("fused", "the mix"),
+            )
+        )
+        + "; the exported model through the box's code "
+        + "/".join(_pct(v["uar"][c]) for c in _CONDITION_NAMES)
+        + ".",
         "",
         f"Segments shorter than {MIN_SECONDS:g} s or quieter than the silence threshold are not "
         "scored (`EmotionModel.predict` returns None); segments longer than 20 s are scored in "
@@ -156,7 +196,7 @@ def render(f: dict[str, Any]) -> str:
         "(`EmotionModel(threads=1).predict`: front-end and inference; process CPU time over "
         f"{cost['audio_s']:.0f} s of test segments, both conditions), of which the numpy "
         f"power spectrum is {cost['frontend_ms_cpu_per_s']:.2f} ms. Processor: "
-        f"{cost['processor']}, shared with other work while measured. The box needs numpy "
+        f"{cost['processor']}. The box needs numpy "
         "and onnxruntime only.",
         "",
         "## Reproduce",
@@ -167,9 +207,10 @@ def render(f: dict[str, Any]) -> str:
         f".venv/bin/{command}",
         "```",
         "",
-        f"It writes this card, `emotion.onnx` and `models/emotion.json`. This run took "
-        f"{minutes:.0f} min wall-clock on {f['threads']} processes/threads, on a machine shared "
-        f"with other work (preparing the audio "
+        "It writes this card, `emotion.onnx` and `emotion.json` into the `--out` folder (the "
+        "shipped files are copies of them); `--cache` keeps the prepared audio for the next run "
+        f"with the same data settings. This run took {minutes:.0f} min wall-clock with "
+        f"{f['threads']} processes/threads (preparing the audio "
         f"{f['time_s']['prepare'] / 60:.0f} min, training {f['time_s']['train'] / 60:.0f} min); "
         f"Python {f['versions']['python']}, torch {f['versions']['torch']}, seed "
         f"{s['training']['seed']} (configuration `models/emotion.toml`).",

@@ -21,6 +21,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import pickle
 import platform
 import sys
 import time
@@ -35,11 +36,12 @@ import numpy as np
 from gateway.config import AnonymizerConfig
 from gateway.models import logmel
 from gateway.models.emotion import FRONTEND, LABELS, SHIPPED_MODEL, EmotionModel
-from models import card, corpus, metrics
+from models import card, corpus, functionals, metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CONDITIONS = ("telephone", "anonymized")
 MAX_MODEL_BYTES = 5 * 2**20
+STATISTICS = "statistics"  # the linear member's input, a named tensor of the exported graph
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -71,9 +73,12 @@ class Augmentation:
 
 @dataclass(frozen=True, slots=True)
 class Architecture:
+    members: int
     channels: int
     embedding: int
     dropout: float
+    linear_costs: list[float]
+    linear_weights: list[float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,7 @@ class Example:
     label: int  # index into LABELS
     condition: str  # "telephone" or "anonymized"
     features: np.ndarray  # (frames, bands) log-mel
+    statistics: np.ndarray  # the linear member's input (models/functionals.py)
     egemaps: np.ndarray | None
     audio: np.ndarray | None  # kept for validation and test clips, scored through EmotionModel
 
@@ -158,6 +164,17 @@ class Job:
 
 
 _SMILE: Any = None  # this process's openSMILE extractor, made on first use
+_FUNCTIONALS: Any = None  # this process's statistics module, made on first use
+
+
+def _statistics(x: np.ndarray) -> np.ndarray:
+    global _FUNCTIONALS
+    if _FUNCTIONALS is None:
+        import torch
+
+        torch.set_num_threads(1)  # one process per core already
+        _FUNCTIONALS = functionals.Functionals()
+    return functionals.of_audio(_FUNCTIONALS, x)
 
 
 def _egemaps(x: np.ndarray) -> np.ndarray:
@@ -181,6 +198,7 @@ def prepare(job: Job) -> list[Example]:
             job.label,
             CONDITIONS[min(i, 1)],
             logmel.log_mel(s),
+            _statistics(s),
             _egemaps(s) if job.baseline else None,
             s if job.keep_audio else None,
         )
@@ -216,6 +234,41 @@ def prepare_all(
             examples.extend(result)
             if done % 100 == 0 or done == len(jobs):
                 print(f"  prepared {done}/{len(jobs)} clips", file=sys.stderr)
+    return examples
+
+
+def prepared_examples(
+    clips: Sequence[corpus.Clip], root: Path, settings: Settings, baseline: bool, cache: Path | None
+) -> list[Example]:
+    """``prepare_all``, or what an earlier run with the same inputs left in ``cache``."""
+    key = repr(
+        (
+            [(c.path, c.speaker, c.label) for c in clips],
+            str(root.resolve()),
+            settings.data,
+            settings.split,
+            settings.augmentation.anonymized_copies,
+            settings.augmentation.evaluation_draws,
+            settings.training.seed,
+            AnonymizerConfig(),
+            baseline,
+        )
+    )
+    if cache is not None and cache.is_file():
+        with cache.open("rb") as f:
+            stored_key, examples = pickle.load(f)
+        if stored_key == key:
+            print(f"prepared audio from {cache}", file=sys.stderr)
+            return examples
+        print(f"{cache} was prepared with other settings: preparing again", file=sys.stderr)
+    print(f"preparing {len(clips)} clips from {root}", file=sys.stderr)
+    examples = prepare_all(clips, root, settings, baseline)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(cache.name + ".partial")
+        with partial.open("wb") as f:
+            pickle.dump((key, examples), f, protocol=pickle.HIGHEST_PROTOCOL)
+        partial.replace(cache)
     return examples
 
 
@@ -304,14 +357,17 @@ class Trained:
     history: list[dict[str, float]]
 
 
-def train(settings: Settings, train_set: list[Example], validation: list[Example]) -> Trained:
+def train(
+    settings: Settings, seed: int, train_set: list[Example], validation: list[Example]
+) -> Trained:
+    """One member of the ensemble, trained from ``seed``."""
     import torch
     from torch import nn
 
     t, a = settings.training, settings.augmentation
-    torch.manual_seed(t.seed)
+    torch.manual_seed(seed)
     torch.set_num_threads(t.threads)
-    rng = np.random.default_rng(t.seed)
+    rng = np.random.default_rng(seed)
     network = build_network(settings.model)
     by_clip: dict[int, list[Example]] = {}
     for e in train_set:
@@ -357,7 +413,7 @@ def train(settings: Settings, train_set: list[Example], validation: list[Example
         }
         history.append({"epoch": epoch, "loss": total / order.size, **uars})
         print(
-            f"  epoch {epoch}: loss {total / order.size:.3f}, validation UAR "
+            f"  seed {seed} epoch {epoch}: loss {total / order.size:.3f}, validation UAR "
             + ", ".join(f"{c} {100 * u:.1f}%" for c, u in uars.items()),
             file=sys.stderr,
         )
@@ -371,27 +427,129 @@ def train(settings: Settings, train_set: list[Example], validation: list[Example
     return Trained(network, best[1], best[3], history)
 
 
+@dataclass(frozen=True, slots=True)
+class LinearMember:
+    """Logistic regression over standardised segment statistics."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray  # (labels, statistics)
+    bias: np.ndarray
+    cost: float
+
+    def log_probabilities(self, statistics: np.ndarray) -> np.ndarray:
+        logits = ((statistics - self.mean) / self.scale) @ self.weights.T + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+
+def _matrix(examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray]:
+    return np.stack([e.statistics for e in examples]), np.array([e.label for e in examples])
+
+
+def train_linear(
+    settings: Settings, train_set: list[Example], validation: list[Example]
+) -> LinearMember:
+    """The linear member, its cost chosen on the anonymized validation clips."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _matrix(train_set)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    x_val, y_val = _matrix([e for e in validation if e.condition == "anonymized"])
+    best: tuple[float, LinearMember] | None = None
+    for cost in settings.model.linear_costs:
+        fitted = LogisticRegression(C=cost, class_weight="balanced", max_iter=5000)
+        fitted.fit((x - mean) / scale, y)
+        # a label absent from training (only in a --limit look) gets no vote
+        weights = np.zeros((len(LABELS), x.shape[1]))
+        bias = np.full(len(LABELS), -30.0)
+        weights[fitted.classes_], bias[fitted.classes_] = fitted.coef_, fitted.intercept_
+        member = LinearMember(mean, scale, weights, bias, cost)
+        score = metrics.uar(y_val, member.log_probabilities(x_val).argmax(1))
+        if best is None or score > best[0]:
+            best = (score, member)
+    assert best is not None
+    return best[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    weight: float  # of the linear member; the networks' mean has 1 - weight
+    validation_uar: dict[str, dict[str, float]]  # networks, linear, fused -> condition -> UAR
+
+
+def choose_fusion(
+    settings: Settings, networks: Sequence[Any], linear: LinearMember, validation: list[Example]
+) -> Fusion:
+    """The linear member's weight that gives the best anonymized validation UAR (the smaller
+    weight on a tie)."""
+
+    def votes(weight: float, condition: str) -> tuple[np.ndarray, np.ndarray]:
+        chosen = [e for e in validation if e.condition == condition]
+        nets = np.mean([np.log(scores(n, chosen) + 1e-12) for n in networks], axis=0)
+        x, y = _matrix(chosen)
+        return (1 - weight) * nets + weight * linear.log_probabilities(x), y
+
+    def uar(weight: float, condition: str) -> float:
+        fused, truth = votes(weight, condition)
+        return metrics.uar(truth, fused.argmax(1))
+
+    tried = {w: uar(w, "anonymized") for w in settings.model.linear_weights}
+    weight = max(tried, key=lambda w: (tried[w], -w))
+    figures = {
+        name: {c: uar(w, c) for c in CONDITIONS}
+        for name, w in (("networks", 0.0), ("linear", 1.0), ("fused", weight))
+    }
+    print(f"  linear member weight {weight}: validation {figures}", file=sys.stderr)
+    return Fusion(weight, figures)
+
+
 # --- export -----------------------------------------------------------------------------------
 
 
-def export(network: Any, temperature: float, path: Path, provenance: dict[str, str]) -> None:
-    """The network with its temperature and softmax, as ONNX with the metadata the box checks."""
+def export(
+    networks: Sequence[Any],
+    linear: LinearMember,
+    fusion: Fusion,
+    temperature: float,
+    path: Path,
+    provenance: dict[str, str],
+) -> None:
+    """The members, their weighted log-probabilities, the temperature and a softmax, as ONNX
+    with the metadata the box checks."""
     import onnx
     import torch
+
+    def constant(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(x, dtype=np.float32))
 
     class Deployed(torch.nn.Module):
         """Power spectra in (as the box computes them), calibrated probabilities out."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.network = network
+            self.members = torch.nn.ModuleList(networks)
+            self.statistics = functionals.Functionals()
             self.register_buffer("filters", torch.from_numpy(logmel.FILTERS))
+            self.register_buffer("mean", constant(linear.mean))
+            self.register_buffer("scale", constant(linear.scale))
+            self.register_buffer("weights", constant(linear.weights.T))
+            self.register_buffer("bias", constant(linear.bias))
 
-        def forward(self, power: torch.Tensor) -> torch.Tensor:
+        def forward(self, power: torch.Tensor) -> Any:
             energies = torch.log(power @ self.filters + logmel.FLOOR)  # as logmel.log_mel
             energies = energies - energies.mean(dim=(1, 2), keepdim=True)
-            logits = self.network(energies.transpose(1, 2))
-            return torch.softmax(logits / temperature, dim=1)
+            frames = energies.transpose(1, 2)
+            # the members' mean log-probabilities: a renormalised geometric mean
+            votes = [torch.log_softmax(m(frames), dim=1) for m in self.members]
+            logits = torch.stack(votes).mean(dim=0)
+            if fusion.weight == 0:
+                return torch.softmax(logits / temperature, dim=1)
+            statistics = self.statistics(power)
+            z = (statistics - self.mean) / self.scale
+            plain = torch.log_softmax(z @ self.weights + self.bias, dim=1)
+            logits = (1 - fusion.weight) * logits + fusion.weight * plain
+            return torch.softmax(logits / temperature, dim=1), statistics
 
     dummy = torch.ones(1, 200, logmel.BINS)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -400,12 +558,17 @@ def export(network: Any, temperature: float, path: Path, provenance: dict[str, s
         (dummy,),
         str(path),
         input_names=["power"],
-        output_names=["probabilities"],
+        output_names=["probabilities", STATISTICS],
         dynamic_axes={"power": {1: "frames"}},
         opset_version=17,
         dynamo=False,
     )
     model = onnx.load(str(path))
+    # the box reads the probabilities only; the statistics keep their tensor name inside the
+    # graph, so that tests can cut the graph there and check the pitch track
+    kept = [o for o in model.graph.output if o.name != STATISTICS]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
     meta = {
         "labels": ",".join(LABELS),
         "frontend": FRONTEND,
@@ -515,6 +678,20 @@ def limit_per_speaker(clips: Sequence[corpus.Clip], limit: int) -> list[corpus.C
     return kept
 
 
+def other_split(clips: Sequence[corpus.Clip], test: str, validation: str) -> Split:
+    """Test and validation speakers as given; every other speaker of the corpus trains."""
+    chosen = {"test": test.split(","), "validation": validation.split(",")}
+    known = {c.speaker for c in clips}
+    for part, names in chosen.items():
+        unknown = sorted(set(names) - known)
+        if unknown:
+            sys.exit(f"--{part}-speakers: {', '.join(unknown)} not in the corpus")
+    if set(chosen["test"]) & set(chosen["validation"]):
+        sys.exit("--test-speakers and --validation-speakers share a speaker")
+    train = sorted(known - set(chosen["test"]) - set(chosen["validation"]))
+    return Split(train, chosen["validation"], chosen["test"])
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("CALLVEIL_SHARED", REPO.parent / "shared"))
 
@@ -525,9 +702,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--data", type=Path, help="folder of labels.csv (default: from the configuration)"
     )
+    parser.add_argument(
+        "--test-speakers",
+        help="comma-separated speakers to test on, instead of [split]; with "
+        "--validation-speakers, every other speaker of the corpus trains",
+    )
+    parser.add_argument("--validation-speakers", help="comma-separated, with --test-speakers")
     parser.add_argument("--limit", type=int, help="clips per speaker, for a quick look")
     parser.add_argument("--epochs", type=int, help="override [training] epochs")
     parser.add_argument("--no-baseline", action="store_true", help="skip openSMILE (no licence)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="file keeping the prepared audio between runs with the same data settings "
+        "(preparing is most of a run's time)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -544,6 +733,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         clips = corpus.read_labels(labels_csv, settings.labels)
     except corpus.CorpusError as exc:
         sys.exit(str(exc))
+    if (args.test_speakers is None) != (args.validation_speakers is None):
+        parser.error("give --test-speakers and --validation-speakers together")
+    if args.test_speakers is not None:
+        settings = replace(
+            settings, split=other_split(clips, args.test_speakers, args.validation_speakers)
+        )
     speakers = {*settings.split.train, *settings.split.validation, *settings.split.test}
     clips = [c for c in clips if c.speaker in speakers]
     if args.limit:
@@ -553,8 +748,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     json_path = (args.out or REPO / "models") / "emotion.json"
     baseline = not args.no_baseline
 
-    print(f"preparing {len(clips)} clips from {labels_csv.parent}", file=sys.stderr)
-    examples = prepare_all(clips, labels_csv.parent, settings, baseline)
+    examples = prepared_examples(clips, labels_csv.parent, settings, baseline, args.cache)
     role = {**dict.fromkeys(settings.split.train, "train")}
     role |= dict.fromkeys(settings.split.validation, "validation")
     role |= dict.fromkeys(settings.split.test, "test")
@@ -563,17 +757,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         parts[role[clips[e.clip].speaker]].append(e)
     prepared = time.monotonic()
 
-    print("training", file=sys.stderr)
-    trained = train(settings, parts["train"], parts["validation"])
+    members = []
+    for k in range(settings.model.members):
+        print(f"training member {k + 1} of {settings.model.members}", file=sys.stderr)
+        members.append(
+            train(settings, settings.training.seed + k, parts["train"], parts["validation"])
+        )
+    networks = [m.network for m in members]
+    print("training the linear member", file=sys.stderr)
+    linear = train_linear(settings, parts["train"], parts["validation"])
+    fusion = choose_fusion(settings, networks, linear, parts["validation"])
     trained_at = time.monotonic()
     provenance = {
         "corpus": labels_csv.parent.name,
         "trained_speakers": ",".join(settings.split.train),
     }
-    export(trained.network, 1.0, model_path, provenance)
+    export(networks, linear, fusion, 1.0, model_path, provenance)
     raw = score_with_box(EmotionModel(model_path), parts["validation"])
     temperature = metrics.fit_temperature(raw.truth, raw.probabilities)
-    export(trained.network, temperature, model_path, provenance)
+    export(networks, linear, fusion, temperature, model_path, provenance)
+    validation = {
+        c: metrics.uar(raw.truth[mask], raw.probabilities[mask].argmax(1))
+        for c in CONDITIONS
+        for mask in [np.array([e.condition == c for e in parts["validation"]])]
+    }
 
     box = EmotionModel(model_path, threads=1)
     figures: dict[str, Any] = {"conditions": {}, "test_predictions": {}}
@@ -623,15 +830,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             },
             "temperature": temperature,
             "validation": {
-                "best_epoch": trained.best_epoch,
-                "uar": trained.validation_uar,
+                "best_epochs": [m.best_epoch for m in members],
+                "member_uar": [m.validation_uar for m in members],
+                "linear_cost": linear.cost,
+                "linear_weight": fusion.weight,
+                "fusion_uar": fusion.validation_uar,
+                "uar": validation,
                 "ece_untempered": metrics.ece(raw.truth, raw.probabilities),
                 "ece": metrics.ece(raw.truth, metrics.tempered(raw.probabilities, temperature)),
             },
-            "history": trained.history,
+            "history": [m.history for m in members],
             "model": {
                 "bytes": model_path.stat().st_size,
-                "parameters": sum(p.numel() for p in trained.network.parameters()),
+                "parameters": sum(p.numel() for n in networks for p in n.parameters())
+                + (linear.weights.size + linear.bias.size if fusion.weight > 0 else 0),
+                "statistics": functionals.COUNT,
             },
             "time_s": {
                 "prepare": prepared - started,
