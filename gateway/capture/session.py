@@ -109,6 +109,7 @@ class CaptureReport:
     calls: int = 0
     answered: int = 0
     policies: Counter[str] = field(default_factory=Counter)
+    queues: Counter[str] = field(default_factory=Counter)  # configured labels, "none" for the site
     end_reasons: Counter[str] = field(default_factory=Counter)
     undecodable: Counter[str] = field(default_factory=Counter)
     codecs: Counter[str] = field(default_factory=Counter)
@@ -293,7 +294,9 @@ class CaptureSession:
         self.report.calls += 1
         self.report.policies[policy.value] += 1
         roles = frozenset((caller_role, callee_role))
-        out.append(CallStarted(call.ref, policy, roles, queue_of(event.headers, self._queues)))
+        queue = queue_of(event.headers, self._queues)
+        self.report.queues[queue or "none"] += 1
+        out.append(CallStarted(call.ref, policy, roles, queue))
 
     def _on_negotiated(self, call: _Call, event: MediaNegotiated) -> None:
         announced: dict[Endpoint, bool] = {}  # endpoint -> carries audio

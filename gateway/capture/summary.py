@@ -20,6 +20,7 @@ def format_report(r: CaptureReport, *, sample_rate: float) -> str:
         f"calls                   {r.calls} (answered {r.answered})",
         f"  ended                 {_pairs(r.end_reasons)}",
         f"  policy                {_pairs(r.policies)}",
+        f"  queue                 {_pairs(r.queues)}",
     ]
     achieved = r.sampling_rate
     if achieved is not None:

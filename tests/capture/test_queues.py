@@ -8,7 +8,8 @@ import pytest
 
 from gateway.capture.pcapfile import Frame
 from gateway.capture.queues import queue_of
-from gateway.capture.session import CaptureSession
+from gateway.capture.session import CaptureReport, CaptureSession
+from gateway.capture.summary import format_report
 from gateway.config import QueuesConfig, parse_config
 from gateway.events import CallEnded, CallStarted, CaptureEvent, EndReason
 from gateway.seal.sampling_key import SamplingKey
@@ -59,7 +60,9 @@ def test_no_labels_configured_means_no_queue() -> None:
     assert queue_of({"x-queue": ["billing"]}, QueuesConfig(header="", labels=[])) is None
 
 
-def run(tmp_path: Path, calls: list[list[tuple[str, str]]], **sections) -> list[CaptureEvent]:
+def run(
+    tmp_path: Path, calls: list[list[tuple[str, str]]], **sections
+) -> tuple[list[CaptureEvent], CaptureReport]:
     """Each call's INVITE carries the headers given for it; SIP over UDP, through the session."""
     config = parse_config({"privacy": {"sample_rate": 1.0}, **sections})
     session = CaptureSession(config, SamplingKey.load_or_create(tmp_path / "k"))
@@ -74,11 +77,11 @@ def run(tmp_path: Path, calls: list[list[tuple[str, str]]], **sections) -> list[
             events += session.feed(
                 Frame(ts, 1, ethernet(ipv4(src, dst, 17, udp(5060, 5060, message))))
             )
-    return events + session.finish()
+    return events + session.finish(), session.report
 
 
 def test_capture_sets_the_queue_from_the_invite(tmp_path: Path) -> None:
-    events = run(
+    events, report = run(
         tmp_path,
         [
             [("X-Asterisk-QUEUE", "Support ")],
@@ -92,8 +95,13 @@ def test_capture_sets_the_queue_from_the_invite(tmp_path: Path) -> None:
     assert [e.queue for e in started] == ["support", None, None, None]
     assert [e.reason for e in events if isinstance(e, CallEnded)] == [EndReason.BYE] * 4
     assert "vip-mario-rossi" not in repr(events)
+    # the installer's summary says whether the header is read, in labels and counts only
+    assert report.queues == {"support": 1, "none": 3}
+    summary = format_report(report, sample_rate=1.0)
+    assert "  queue                 none 3, support 1\n" in summary
+    assert "vip" not in summary
 
 
 def test_capture_without_queues_configured_gives_none(tmp_path: Path) -> None:
-    events = run(tmp_path, [[("X-Queue", "billing")]])
+    events, _ = run(tmp_path, [[("X-Queue", "billing")]])
     assert [e.queue for e in events if isinstance(e, CallStarted)] == [None]
