@@ -13,6 +13,10 @@ _CONDITION_NAMES = {
 }
 
 
+def _ranges(anonymizer: dict[str, list[float]]) -> str:
+    return ", ".join(f"{key} {low:g}-{high:g}" for key, (low, high) in anonymizer.items())
+
+
 def _speakers(names: list[str]) -> str:
     """``01-18`` for a run of consecutive numbers, else the names listed."""
     if all(n.isdigit() for n in names) and [int(n) for n in names] == list(
@@ -100,7 +104,8 @@ def render(f: dict[str, Any]) -> str:
         "trimmed to its speech (frames within "
         f"{s['data']['trim_db']:g} dB of the loudest, 100 ms margin, standing in for the voice "
         "activity detection) and raised to the 16 kHz analysis rate. The anonymizer "
-        "(`gateway/dsp/anonymize.py`, default `[anonymizer]` ranges) runs on the 8 kHz signal, "
+        f"(`gateway/dsp/anonymize.py`, `[anonymizer]` ranges {_ranges(f['anonymizer'])}) runs "
+        "on the 8 kHz signal, "
         f"each time with its own random disguise: {s['augmentation']['anonymized_copies']} "
         "disguised copies of every training clip (plus the undisguised one), "
         f"{s['augmentation']['evaluation_draws']} per validation and test clip.",

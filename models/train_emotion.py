@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.config import AnonymizerConfig
+from gateway.config import AnonymizerConfig, ConfigError, load_config
 from gateway.models import logmel
 from gateway.models.emotion import FRONTEND, LABELS, SHIPPED_MODEL, EmotionModel
 from models import card, corpus, functionals, metrics
@@ -161,6 +161,7 @@ class Job:
     seed: int
     trim_db: float
     baseline: bool
+    ranges: AnonymizerConfig
 
 
 _SMILE: Any = None  # this process's openSMILE extractor, made on first use
@@ -191,7 +192,7 @@ def prepare(job: Job) -> list[Example]:
     is heard the same way whichever process prepares it."""
     x, rate = corpus.read_wav(job.path)
     draws = [np.random.default_rng([job.seed, job.index, d]) for d in range(job.draws)]
-    signals = corpus.heard(x, rate, draws, AnonymizerConfig(), job.trim_db)
+    signals = corpus.heard(x, rate, draws, job.ranges, job.trim_db)
     return [
         Example(
             job.index,
@@ -207,7 +208,11 @@ def prepare(job: Job) -> list[Example]:
 
 
 def prepare_all(
-    clips: Sequence[corpus.Clip], root: Path, settings: Settings, baseline: bool
+    clips: Sequence[corpus.Clip],
+    root: Path,
+    settings: Settings,
+    baseline: bool,
+    ranges: AnonymizerConfig,
 ) -> list[Example]:
     train = set(settings.split.train)
     jobs = [
@@ -224,6 +229,7 @@ def prepare_all(
             seed=settings.training.seed,
             trim_db=settings.data.trim_db,
             baseline=baseline,
+            ranges=ranges,
         )
         for i, c in enumerate(clips)
     ]
@@ -238,7 +244,12 @@ def prepare_all(
 
 
 def prepared_examples(
-    clips: Sequence[corpus.Clip], root: Path, settings: Settings, baseline: bool, cache: Path | None
+    clips: Sequence[corpus.Clip],
+    root: Path,
+    settings: Settings,
+    baseline: bool,
+    ranges: AnonymizerConfig,
+    cache: Path | None,
 ) -> list[Example]:
     """``prepare_all``, or what an earlier run with the same inputs left in ``cache``."""
     key = repr(
@@ -250,7 +261,7 @@ def prepared_examples(
             settings.augmentation.anonymized_copies,
             settings.augmentation.evaluation_draws,
             settings.training.seed,
-            AnonymizerConfig(),
+            ranges,
             baseline,
         )
     )
@@ -262,7 +273,7 @@ def prepared_examples(
             return examples
         print(f"{cache} was prepared with other settings: preparing again", file=sys.stderr)
     print(f"preparing {len(clips)} clips from {root}", file=sys.stderr)
-    examples = prepare_all(clips, root, settings, baseline)
+    examples = prepare_all(clips, root, settings, baseline, ranges)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_name(cache.name + ".partial")
@@ -484,15 +495,17 @@ def choose_fusion(
     """The linear member's weight that gives the best anonymized validation UAR (the smaller
     weight on a tie)."""
 
-    def votes(weight: float, condition: str) -> tuple[np.ndarray, np.ndarray]:
+    # each condition's votes once: the networks are the costly part
+    votes = {}
+    for condition in CONDITIONS:
         chosen = [e for e in validation if e.condition == condition]
         nets = np.mean([np.log(scores(n, chosen) + 1e-12) for n in networks], axis=0)
-        x, y = _matrix(chosen)
-        return (1 - weight) * nets + weight * linear.log_probabilities(x), y
+        x, truth = _matrix(chosen)
+        votes[condition] = (nets, linear.log_probabilities(x), truth)
 
     def uar(weight: float, condition: str) -> float:
-        fused, truth = votes(weight, condition)
-        return metrics.uar(truth, fused.argmax(1))
+        nets, plain, truth = votes[condition]
+        return metrics.uar(truth, ((1 - weight) * nets + weight * plain).argmax(1))
 
     tried = {w: uar(w, "anonymized") for w in settings.model.linear_weights}
     weight = max(tried, key=lambda w: (tried[w], -w))
@@ -708,6 +721,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--validation-speakers, every other speaker of the corpus trains",
     )
     parser.add_argument("--validation-speakers", help="comma-separated, with --test-speakers")
+    parser.add_argument(
+        "--site-config",
+        type=Path,
+        help="a callveil configuration whose [anonymizer] ranges to train and evaluate under "
+        "(default: the built-in ranges)",
+    )
     parser.add_argument("--limit", type=int, help="clips per speaker, for a quick look")
     parser.add_argument("--epochs", type=int, help="override [training] epochs")
     parser.add_argument("--no-baseline", action="store_true", help="skip openSMILE (no licence)")
@@ -748,7 +767,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     json_path = (args.out or REPO / "models") / "emotion.json"
     baseline = not args.no_baseline
 
-    examples = prepared_examples(clips, labels_csv.parent, settings, baseline, args.cache)
+    ranges = AnonymizerConfig()
+    if args.site_config is not None:
+        try:
+            ranges = load_config(args.site_config).anonymizer
+        except ConfigError as exc:
+            sys.exit(str(exc))
+    examples = prepared_examples(clips, labels_csv.parent, settings, baseline, ranges, args.cache)
     role = {**dict.fromkeys(settings.split.train, "train")}
     role |= dict.fromkeys(settings.split.validation, "validation")
     role |= dict.fromkeys(settings.split.test, "test")
@@ -821,6 +846,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "command": " ".join(["python -m models.train_emotion", *sys.argv[1:]]),
             "settings": asdict(settings),
             "corpus": labels_csv.parent.name,
+            "anonymizer": asdict(ranges),
             "label_counts": {
                 part: [
                     sum(1 for c in {e.clip for e in v} if clips[c].label == label)
