@@ -59,7 +59,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from gateway.capture.codecs.g711 import ALAW_TABLE
-from gateway.config import AnonymizerConfig, ConfigError, load_config
+from gateway.config import AnonymizerConfig, ConfigError, anonymizer_ranges
 from gateway.dsp.anonymize import Anonymizer, draw_params
 
 RATE = 8000
@@ -543,12 +543,10 @@ def main() -> None:
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     clips = load_clips(args.data, args.speakers, args.limit)
     blocks = folds(args.speakers)
-    ranges = AnonymizerConfig()
-    if args.config is not None:
-        try:
-            ranges = load_config(args.config).anonymizer
-        except ConfigError as exc:
-            parser.error(str(exc))
+    try:
+        ranges = anonymizer_ranges(args.config)
+    except ConfigError as exc:
+        parser.error(str(exc))
     which = "default ranges" if args.config is None else f"ranges of {args.config.name}"
     systems = {
         "McAdams B2 (alpha ~ U[0.5, 0.9])": mcadams_system(),

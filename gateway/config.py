@@ -565,6 +565,12 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
 
+def anonymizer_ranges(path: Path | None) -> AnonymizerConfig:
+    """The ``[anonymizer]`` ranges of the configuration at ``path``, or the built-in ones; for
+    the tools that measure or train under a site's ranges."""
+    return AnonymizerConfig() if path is None else load_config(path).anonymizer
+
+
 def load_config(path: Path) -> Config:
     """Read and validate ``path``; raise ConfigError naming the key, the value and the fix."""
     try:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.config import AnonymizerConfig, ConfigError, load_config
+from gateway.config import AnonymizerConfig, ConfigError, anonymizer_ranges
 from gateway.models import logmel
 from gateway.models.emotion import FRONTEND, LABELS, SHIPPED_MODEL, EmotionModel
 from models import card, corpus, functionals, metrics
@@ -767,12 +767,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     json_path = (args.out or REPO / "models") / "emotion.json"
     baseline = not args.no_baseline
 
-    ranges = AnonymizerConfig()
-    if args.site_config is not None:
-        try:
-            ranges = load_config(args.site_config).anonymizer
-        except ConfigError as exc:
-            sys.exit(str(exc))
+    try:
+        ranges = anonymizer_ranges(args.site_config)
+    except ConfigError as exc:
+        sys.exit(str(exc))
     examples = prepared_examples(clips, labels_csv.parent, settings, baseline, ranges, args.cache)
     role = {**dict.fromkeys(settings.split.train, "train")}
     role |= dict.fromkeys(settings.split.validation, "validation")
