@@ -18,7 +18,10 @@ by cosine similarity of `resemblyzer` speaker embeddings (its encoder expects 16
 - lazy-informed: both sides anonymized, each clip with its own draw;
 - semi-informed: as lazy-informed, scored after a back-end trained on anonymized clips (own
   draws) of the training actors, which is what an attacker who has the software can make: LDA,
-  or within-class covariance normalization (WCCN); per block the one with the lower EER counts.
+  or within-class covariance normalization (WCCN); per block the one with the lower EER counts;
+- inverting: knows the method but not the draw, and moves every clip's pitch, vocal-tract scale
+  and tilt to fixed targets before embedding (bench/inversion.py), scored by cosine and by the
+  back-ends trained on normalized training clips; the lowest EER counts.
 
 Emotion, three ways. callveil's shipped emotion model (gateway/models/emotion.onnx) on the
 actors its card tests on (21-24), which it never heard in training or model selection, fed as
@@ -56,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from inversion import normalize
 from scipy.signal import resample_poly
 
 from gateway.capture.codecs.g711 import ALAW_TABLE
@@ -84,6 +88,7 @@ class Measured:
     """What one system produced for every clip."""
 
     embeddings: list[np.ndarray] = field(default_factory=list)
+    normalized: list[np.ndarray] = field(default_factory=list)  # after the inverting attacker
     f0: dict[int, np.ndarray] = field(default_factory=dict)
     features: dict[int, np.ndarray] = field(default_factory=dict)
     shipped: dict[int, str] = field(default_factory=dict)  # the shipped model's label per clip
@@ -275,6 +280,7 @@ def measure(
         out.embeddings.append(probe.embed(y))
         out.f0[i] = probe.f0(y)
         out.features[i] = probe.features(y, out.f0[i])
+        out.normalized.append(probe.embed(normalize(y, out.f0[i], clips[i].female)))
         if clips[i].speaker in shipped.actors:
             out.shipped[i] = shipped.label(x, y)
         if (i + 1) % 100 == 0:
@@ -374,6 +380,14 @@ def wccn_backend(embeddings: np.ndarray, speakers: np.ndarray) -> Backend:
 BACKENDS = {"LDA": lda_backend, "WCCN": wccn_backend}
 
 
+def best_backend(
+    trials: Trials, embeddings: np.ndarray, train: list[int], speakers: np.ndarray
+) -> dict[str, float]:
+    """EERs after whichever back-end, fitted on the training clips, serves the attacker best."""
+    tried = [fit(embeddings[train], speakers) for fit in BACKENDS.values()]
+    return min((trials.eers(p(embeddings), p(embeddings)) for p in tried), key=lambda e: e["all"])
+
+
 def emotion_model(
     clips: list[Clip], train: list[int], features: dict[int, np.ndarray]
 ) -> Callable[[list[int], dict[int, np.ndarray]], float]:
@@ -426,6 +440,7 @@ class Row:
     ignorant: dict[str, float]
     lazy: dict[str, float]
     semi: dict[str, float]
+    inverting: dict[str, float]
     uar_shipped: float | None  # None: the run holds none of the model's test actors
     uar: float
     uar_adapted: float
@@ -457,13 +472,19 @@ def evaluate(
 
     def row(name: str, m: Measured) -> Row:
         emb = np.stack(m.embeddings)
-        ignorant, lazy, semi, uar, adapted = [], [], [], [], []
+        normalized = np.stack(m.normalized)
+        ignorant, lazy, semi, inverting, uar, adapted = [], [], [], [], [], []
         for (ev, tr, speakers, trials), scorer in zip(splits, plain, strict=True):
             ignorant.append(trials.eers(orig, emb))
             lazy.append(trials.eers(emb, emb))
-            # the attacker keeps whichever back-end serves it best
-            tried = [fit(emb[tr], speakers) for fit in BACKENDS.values()]
-            semi.append(min((trials.eers(p(emb), p(emb)) for p in tried), key=lambda e: e["all"]))
+            semi.append(best_backend(trials, emb, tr, speakers))
+            inverting.append(
+                min(
+                    trials.eers(normalized, normalized),
+                    best_backend(trials, normalized, tr, speakers),
+                    key=lambda e: e["all"],
+                )
+            )
             uar.append(scorer(ev, m.features))
             adapted.append(emotion_model(clips, tr, m.features)(ev, m.features))
         return Row(
@@ -471,6 +492,7 @@ def evaluate(
             ignorant=_mean(ignorant),
             lazy=_mean(lazy),
             semi=_mean(semi),
+            inverting=_mean(inverting),
             uar_shipped=shipped_uar(clips, shipped.labels, m.shipped),
             uar=float(np.mean(uar)),
             uar_adapted=float(np.mean(adapted)),
@@ -491,9 +513,9 @@ def _cell(e: dict[str, float]) -> str:
 def table(rows: list[Row]) -> str:
     lines = [
         "| system | EER ignorant % | EER lazy-informed % | EER semi-informed % "
-        "| shipped emotion model UAR %, actors 21-24 | stand-in emotion UAR % "
+        "| EER inverting % | shipped emotion model UAR %, actors 21-24 | stand-in emotion UAR % "
         "| stand-in retrained % | pitch r | RTF, 1 core |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         pitch = "1 (reference)" if r.pitch_r is None else f"{r.pitch_r:.3f}"
@@ -501,6 +523,7 @@ def table(rows: list[Row]) -> str:
         model = "-" if r.uar_shipped is None else f"{100 * r.uar_shipped:.1f}"
         lines.append(
             f"| {r.name} | {_cell(r.ignorant)} | {_cell(r.lazy)} | {_cell(r.semi)} "
+            f"| {_cell(r.inverting)} "
             f"| {model} | {100 * r.uar:.1f} | {100 * r.uar_adapted:.1f} | {pitch} | {rtf} |"
         )
     return "\n".join(lines)

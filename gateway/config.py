@@ -213,7 +213,7 @@ class AnonymizerConfig:
         check=_check_bounds,
     )
     formant_warp: list[float] = _spec(
-        [0.1, 0.2],
+        [0.15, 0.25],
         "size of the per-call formant (spectral-envelope) warp, [low, high]; its sign is drawn",
         lo=0,
         hi=0.3,
@@ -227,11 +227,19 @@ class AnonymizerConfig:
         check=_check_bounds,
     )
     formant_jitter: list[float] = _spec(
-        [0.0, 0.2],
+        [0.1, 0.3],
         "size of the per-call move of each formant region (fraction of its frequency),"
         " [low, high]; drawn for each region, with its sign",
         lo=0,
-        hi=0.3,
+        hi=0.4,
+        check=_check_bounds,
+    )
+    ripple_db: list[float] = _spec(
+        [0.0, 2.5],
+        "size of each of six smooth per-call ripples of the spectral envelope across the band,"
+        " dB, [low, high]; drawn for each ripple, with its sign",
+        lo=0,
+        hi=6,
         check=_check_bounds,
     )
 

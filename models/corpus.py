@@ -22,7 +22,7 @@ from scipy.signal import resample_poly
 
 from gateway.capture.codecs.g711 import ALAW_TABLE
 from gateway.config import AnonymizerConfig
-from gateway.dsp.anonymize import Anonymizer, AnonymizerParams, draw_params
+from gateway.dsp.anonymize import disguise, draw_params
 from gateway.dsp.resample import Resampler
 from gateway.models.emotion import LABELS
 from gateway.models.logmel import RATE as ANALYSIS_RATE
@@ -96,17 +96,6 @@ def telephone(x: np.ndarray, rate: int) -> np.ndarray:
 def anonymize(x8: np.ndarray, rng: np.random.Generator, config: AnonymizerConfig) -> np.ndarray:
     """``x8`` through the anonymizer with a disguise drawn from ``rng``, aligned and same length."""
     return disguise(x8, draw_params(rng, config))
-
-
-def disguise(x8: np.ndarray, params: AnonymizerParams) -> np.ndarray:
-    """``x8`` through the anonymizer with the disguise ``params``, aligned and same length.
-
-    The whole clip is one block: the anonymizer's output does not depend on how it is cut.
-    """
-    anonymizer = Anonymizer(params, TELEPHONE_RATE)
-    padded = np.concatenate([x8, np.zeros(-x8.size % _FRAME, np.float32)])
-    out = np.concatenate([anonymizer.process(padded), anonymizer.flush()])
-    return out[anonymizer.latency : anonymizer.latency + x8.size]
 
 
 def _frame_levels(x: np.ndarray, frame: int) -> np.ndarray:

@@ -5,7 +5,9 @@ fine structure that carries the harmonics. The fine structure is moved in freque
 pitch ratio with phase-vocoder phase propagation; the envelope is warped on its own, by a
 bilinear (all-pass) frequency warp that acts like a longer or shorter vocal tract, then by a
 piecewise-linear warp whose knots move independently (formant regions shift by different
-amounts, which a single warp factor cannot undo), and is tilted. Pitch and vocal-tract cues
+amounts, which a single warp factor cannot undo), is tilted, and gets smooth ripples across
+the band (six cosines of the frequency axis, one to three and a half periods across it, each
+with its own drawn size and sign: a resonance pattern of no speaker). Pitch and vocal-tract cues
 thus move independently, by amounts drawn per call direction, while the timing, the loudness
 contour (frame energy is kept) and the shape of the F0 contour (scaled by a constant) survive
 for the emotion model.
@@ -30,6 +32,8 @@ _TINY = 1e-9
 # knots of the piecewise-linear envelope warp, as fractions of the Nyquist frequency
 # (500, 1200, 1900, 2600 and 3300 Hz at 8 kHz: the F1-F4 regions of adult voices)
 KNOTS = (0.125, 0.3, 0.475, 0.65, 0.825)
+# cosine orders of the envelope ripples: order k has k / 2 periods across the band
+RIPPLE_ORDERS = (2, 3, 4, 5, 6, 7)
 # soft limiter: identity below the knee, a tanh shoulder above it that never reaches full scale
 _KNEE = 0.8
 _CEILING = 0.99
@@ -43,6 +47,7 @@ class AnonymizerParams:
     warp: float  # bilinear warp coefficient; > 0 lowers formants, < 0 raises them
     tilt_db: float  # spectral tilt added across the band, dB at Nyquist relative to DC
     knot_shifts: tuple[float, ...] = (0.0,) * len(KNOTS)  # relative move of each knot
+    ripple_db: tuple[float, ...] = (0.0,) * len(RIPPLE_ORDERS)  # amplitude of each ripple
 
 
 def draw_params(rng: np.random.Generator, config: AnonymizerConfig) -> AnonymizerParams:
@@ -57,10 +62,11 @@ def draw_params(rng: np.random.Generator, config: AnonymizerConfig) -> Anonymize
         warp=signed(config.formant_warp),
         tilt_db=signed(config.tilt_db),
         knot_shifts=tuple(signed(config.formant_jitter) for _ in KNOTS),
+        ripple_db=tuple(signed(config.ripple_db) for _ in RIPPLE_ORDERS),
     )
 
 
-def _warp_positions(bins: int, warp: float, knot_shifts: tuple[float, ...]) -> np.ndarray:
+def warp_positions(bins: int, warp: float, knot_shifts: tuple[float, ...]) -> np.ndarray:
     """Fractional source bin for each output bin under the bilinear then the knot warp."""
     omega = np.linspace(0.0, np.pi, bins)
     bilinear = omega + 2.0 * np.arctan2(warp * np.sin(omega), 1.0 - warp * np.cos(omega))
@@ -106,13 +112,13 @@ class Anonymizer:
         "_phase_in",
         "_phase_out",
         "_ratio",
+        "_shape",
         "_size",
         "_src_frac",
         "_src_inside",
         "_src_low",
         "_src_nearest",
         "_tail",
-        "_tilt",
         "_window",
         "latency",
     )
@@ -129,6 +135,8 @@ class Anonymizer:
             or not -0.5 < params.warp < 0.5
             or len(params.knot_shifts) != len(KNOTS)
             or not all(-0.5 < d < 0.5 for d in params.knot_shifts)
+            or len(params.ripple_db) != len(RIPPLE_ORDERS)
+            or not all(abs(r) <= 12.0 for r in params.ripple_db)
         ):
             raise ValueError(f"{params} is outside the supported disguise (draw it from config)")
         self._hop = int(hop)
@@ -145,9 +153,14 @@ class Anonymizer:
         self._src_low, self._src_frac, self._src_inside = _interpolator(pitch_positions, bins)
         self._src_nearest = np.minimum(np.rint(pitch_positions).astype(np.intp), bins - 1)
         self._env_low, self._env_frac, _ = _interpolator(
-            _warp_positions(bins, params.warp, params.knot_shifts), bins
+            warp_positions(bins, params.warp, params.knot_shifts), bins
         )
-        self._tilt = np.log(10.0) / 20.0 * params.tilt_db * np.linspace(0.0, 1.0, bins)
+        # tilt and ripples are fixed log-gains per bin (nepers), added to the warped envelope
+        omega = np.linspace(0.0, np.pi, bins)
+        shape_db = params.tilt_db * omega / np.pi
+        for order, amplitude in zip(RIPPLE_ORDERS, params.ripple_db, strict=True):
+            shape_db = shape_db + amplitude * np.cos(order * omega)
+        self._shape = np.log(10.0) / 20.0 * shape_db
         self._tail = np.zeros(self.latency)
         self._ola = np.zeros(self.latency)
         self._phase_in = np.zeros(bins)
@@ -190,7 +203,7 @@ class Anonymizer:
         envelope = np.fft.rfft(cepstrum).real
         fine = _gather(log_mag - envelope, self._src_low, self._src_frac)
         fine = np.where(self._src_inside, fine, np.log(_TINY))
-        shaped = fine + _gather(envelope, self._env_low, self._env_frac) + self._tilt
+        shaped = fine + _gather(envelope, self._env_low, self._env_frac) + self._shape
         new_mag = np.exp(shaped)
         # keep each frame's energy: the loudness contour is an emotion cue
         energy_in = np.sum(magnitude**2, axis=1, keepdims=True)
@@ -206,3 +219,15 @@ class Anonymizer:
         self._phase_in = phase[-1]
         self._phase_out = np.mod(new_phase[-1], 2.0 * np.pi)
         return new_mag * np.exp(1j * new_phase)
+
+
+def disguise(x: np.ndarray, params: AnonymizerParams, sample_rate: int = 8000) -> np.ndarray:
+    """A whole recording through the anonymizer with ``params``, aligned and the same length.
+
+    The recording is one block: the anonymizer's output does not depend on how it is cut.
+    """
+    anonymizer = Anonymizer(params, sample_rate)
+    hop = int(sample_rate * _HOP_S)
+    padded = np.concatenate([x, np.zeros(-x.size % hop)]).astype(np.float32)
+    out = np.concatenate([anonymizer.process(padded), anonymizer.flush()])
+    return out[anonymizer.latency : anonymizer.latency + x.size]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gateway.config import AnonymizerConfig, ConfigError, parse_config
-from gateway.dsp.anonymize import KNOTS, Anonymizer, AnonymizerParams, draw_params
+from gateway.dsp.anonymize import KNOTS, RIPPLE_ORDERS, Anonymizer, AnonymizerParams, draw_params
 from gateway.dsp.features import pitch_track
 
 RATE = 8000
@@ -91,15 +91,18 @@ def test_draws_stay_in_the_configured_ranges_and_differ():
         formant_warp=[0.04, 0.08],
         tilt_db=[2, 5],
         formant_jitter=[0.1, 0.2],
+        ripple_db=[0.5, 3.0],
     )
     rng = np.random.default_rng()
     draws = [draw_params(rng, config) for _ in range(300)]
     assert all(len(p.knot_shifts) == len(KNOTS) for p in draws)
+    assert all(len(p.ripple_db) == len(RIPPLE_ORDERS) for p in draws)
     for values, (low, high) in (
         (np.array([12 * np.log2(p.pitch_ratio) for p in draws]), config.pitch_semitones),
         (np.array([p.warp for p in draws]), config.formant_warp),
         (np.array([p.tilt_db for p in draws]), config.tilt_db),
         (np.array([p.knot_shifts for p in draws]).ravel(), config.formant_jitter),
+        (np.array([p.ripple_db for p in draws]).ravel(), config.ripple_db),
     ):
         assert np.all((np.abs(values) >= low - 1e-9) & (np.abs(values) <= high + 1e-9))
         assert (values > 0).mean() > 0.35 and (values < 0).mean() > 0.35  # both directions
@@ -126,6 +129,23 @@ def test_disguise_moves_pitch_and_envelope_but_keeps_the_contour(speech, semiton
         neutral = _stream(Anonymizer(AnonymizerParams(1.0, 0.0, 0.0)), x)
         assert _cepstral_distance_db(x, neutral, voiced) < 0.5
         assert _cepstral_distance_db(x, y, voiced) > 4.0
+
+
+def test_ripples_reshape_the_long_term_spectrum_by_their_drawn_shape(speech):
+    ripple = (3.0, -2.0, 2.5, -3.0, 1.5, 2.0)
+    omega = np.linspace(0.0, np.pi, 129)
+    drawn = sum(a * np.cos(k * omega) for k, a in zip(RIPPLE_ORDERS, ripple, strict=True))
+    band = (omega > 0.1 * np.pi) & (omega < 0.85 * np.pi)  # 400-3400 Hz, where speech has energy
+    for x in speech:
+        y = _stream(Anonymizer(AnonymizerParams(1.0, 0.0, 0.0, ripple_db=ripple)), x)
+        long_term = [
+            10.0 * np.log10(np.mean(np.abs(np.fft.rfft(_frames(s.astype(np.float64)))) ** 2, 0))
+            for s in (x, y[: x.size])
+        ]
+        change = long_term[1] - long_term[0]
+        # frame energy is kept, so the shape comes back up to a constant
+        assert np.corrcoef(change[band], drawn[band])[0, 1] > 0.9
+        assert np.nanmedian(_f0(y[: x.size]) / _f0(x)) == pytest.approx(1.0, abs=0.02)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +185,8 @@ def test_bad_blocks_and_rates_are_refused_with_a_reason():
         ({"pitch_semitones": [3.0]}, ["anonymizer.pitch_semitones", "[low, high]"]),
         ({"formant_warp": [0.1, 0.9]}, ["anonymizer.formant_warp[1]", "0 to 0.3"]),
         ({"tilt_db": [-1, 2]}, ["anonymizer.tilt_db[0]", "out of range"]),
-        ({"formant_jitter": [0.2, 0.5]}, ["anonymizer.formant_jitter[1]", "0 to 0.3"]),
+        ({"formant_jitter": [0.2, 0.5]}, ["anonymizer.formant_jitter[1]", "0 to 0.4"]),
+        ({"ripple_db": [1.0, 8.0]}, ["anonymizer.ripple_db[1]", "0 to 6"]),
         ({"pitch_semitones": "3"}, ["anonymizer.pitch_semitones", "expected a list"]),
         ({"pitch_shift": [1, 2]}, ["unknown key 'anonymizer.pitch_shift'"]),
     ],

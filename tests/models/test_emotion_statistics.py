@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.dsp.anonymize import AnonymizerParams
+from gateway.dsp.anonymize import AnonymizerParams, disguise
 from gateway.models import logmel
 from gateway.models.emotion import SHIPPED_MODEL
 from tests.conftest import shared_dir
@@ -91,7 +91,7 @@ def test_pitch_of_real_speech_follows_the_anonymizers_shift(statistics) -> None:
         assert -5 < plain[F0_MEDIAN] < 25, clip  # an adult voice: about 75 to 420 Hz
         for semitones, moved in moves.items():
             params = AnonymizerParams(pitch_ratio=2 ** (semitones / 12), warp=0.0, tilt_db=0.0)
-            shifted = statistics(corpus.to_analysis_rate(corpus.disguise(x8, params)))
+            shifted = statistics(corpus.to_analysis_rate(disguise(x8, params)))
             moved.append(float(shifted[F0_MEDIAN] - plain[F0_MEDIAN]))
     # the tracker's octave errors can move one clip's median; across speakers it follows
     for semitones, moved in moves.items():
