@@ -213,7 +213,7 @@ class AnonymizerConfig:
         check=_check_bounds,
     )
     formant_warp: list[float] = _spec(
-        [0.15, 0.25],
+        [0.1, 0.2],
         "size of the per-call formant (spectral-envelope) warp, [low, high]; its sign is drawn",
         lo=0,
         hi=0.3,
@@ -227,7 +227,7 @@ class AnonymizerConfig:
         check=_check_bounds,
     )
     formant_jitter: list[float] = _spec(
-        [0.1, 0.3],
+        [0.0, 0.2],
         "size of the per-call move of each formant region (fraction of its frequency),"
         " [low, high]; drawn for each region, with its sign",
         lo=0,

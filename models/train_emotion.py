@@ -556,9 +556,10 @@ def export(
             # the members' mean log-probabilities: a renormalised geometric mean
             votes = [torch.log_softmax(m(frames), dim=1) for m in self.members]
             logits = torch.stack(votes).mean(dim=0)
-            if fusion.weight == 0:
-                return torch.softmax(logits / temperature, dim=1)
+            # the statistics stay in the graph even where the linear member gets no weight
             statistics = self.statistics(power)
+            if fusion.weight == 0:
+                return torch.softmax(logits / temperature, dim=1), statistics
             z = (statistics - self.mean) / self.scale
             plain = torch.log_softmax(z @ self.weights + self.bias, dim=1)
             logits = (1 - fusion.weight) * logits + fusion.weight * plain
