@@ -556,10 +556,8 @@ def export(
             # the members' mean log-probabilities: a renormalised geometric mean
             votes = [torch.log_softmax(m(frames), dim=1) for m in self.members]
             logits = torch.stack(votes).mean(dim=0)
-            # the statistics stay in the graph even where the linear member gets no weight
+            # mixed even at weight 0, so that the statistics tensor is always in the graph
             statistics = self.statistics(power)
-            if fusion.weight == 0:
-                return torch.softmax(logits / temperature, dim=1), statistics
             z = (statistics - self.mean) / self.scale
             plain = torch.log_softmax(z @ self.weights + self.bias, dim=1)
             logits = (1 - fusion.weight) * logits + fusion.weight * plain
