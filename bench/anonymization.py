@@ -20,8 +20,10 @@ by cosine similarity of `resemblyzer` speaker embeddings (its encoder expects 16
   draws) of the training actors, which is what an attacker who has the software can make: LDA,
   or within-class covariance normalization (WCCN); per block the one with the lower EER counts;
 - inverting: knows the method but not the draw, and moves every clip's pitch, vocal-tract scale
-  and tilt to fixed targets before embedding (bench/inversion.py), scored by cosine and by the
-  back-ends trained on normalized training clips; the lowest EER counts.
+  and tilt to fixed targets before embedding (bench/inversion.py); against callveil it also
+  knows the configured ranges and tries undoing the disguise whose directions it guesses per
+  clip; each scored by cosine and by the back-ends trained on clips treated alike; the lowest
+  EER counts.
 
 Emotion, three ways. callveil's shipped emotion model (gateway/models/emotion.onnx) on the
 actors its card tests on (21-24), which it never heard in training or model selection, fed as
@@ -59,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from inversion import normalize
+from inversion import Population, normalize, undo
 from scipy.signal import resample_poly
 
 from gateway.capture.codecs.g711 import ALAW_TABLE
@@ -89,6 +91,7 @@ class Measured:
 
     embeddings: list[np.ndarray] = field(default_factory=list)
     normalized: list[np.ndarray] = field(default_factory=list)  # after the inverting attacker
+    undone: list[np.ndarray] = field(default_factory=list)  # after the undoing attacker, if any
     f0: dict[int, np.ndarray] = field(default_factory=dict)
     features: dict[int, np.ndarray] = field(default_factory=dict)
     shipped: dict[int, str] = field(default_factory=dict)  # the shipped model's label per clip
@@ -144,15 +147,19 @@ def telephone(path: Path) -> np.ndarray:
 # --- systems --------------------------------------------------------------------------------
 
 
-def callveil_system(config: AnonymizerConfig) -> System:
-    def run(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        anonymizer = Anonymizer(draw_params(rng, config), RATE)
+@dataclass(frozen=True, slots=True)
+class CallveilSystem:
+    """callveil's anonymizer streamed in 20 ms frames; its ranges are public, so the undoing
+    attacker knows them."""
+
+    ranges: AnonymizerConfig
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        anonymizer = Anonymizer(draw_params(rng, self.ranges), RATE)
         padded = np.concatenate([x, np.zeros(-x.size % FRAME)]).astype(np.float32)
         out = [anonymizer.process(padded[i : i + FRAME]) for i in range(0, padded.size, FRAME)]
         y = np.concatenate([*out, anonymizer.flush()])
         return y[anonymizer.latency : anonymizer.latency + x.size].astype(np.float64)
-
-    return run
 
 
 def mcadams_system() -> System:
@@ -267,7 +274,9 @@ def measure(
     rng: np.random.Generator,
     original: list[np.ndarray],
     label: str,
+    population: Population | None = None,
 ) -> Measured:
+    """Every clip through ``system``; with ``population``, the undoing attacker runs too."""
     out = Measured()
     for i, x in enumerate(original):
         if system is None:
@@ -281,6 +290,9 @@ def measure(
         out.f0[i] = probe.f0(y)
         out.features[i] = probe.features(y, out.f0[i])
         out.normalized.append(probe.embed(normalize(y, out.f0[i], clips[i].female)))
+        if isinstance(system, CallveilSystem) and population is not None:
+            guessed = undo(y, out.f0[i], clips[i].female, system.ranges, population)
+            out.undone.append(probe.embed(guessed))
         if clips[i].speaker in shipped.actors:
             out.shipped[i] = shipped.label(x, y)
         if (i + 1) % 100 == 0:
@@ -462,6 +474,9 @@ def evaluate(
     original = [telephone(c.path) for c in clips]
     base = measure(clips, None, probe, shipped, rng, original, "original")
     orig = np.stack(base.embeddings)
+    population = Population.of(
+        original, [base.f0[i] for i in range(len(clips))], [c.female for c in clips]
+    )
     splits = []
     for block in blocks:
         ev = [i for i, c in enumerate(clips) if c.speaker in block]
@@ -472,7 +487,7 @@ def evaluate(
 
     def row(name: str, m: Measured) -> Row:
         emb = np.stack(m.embeddings)
-        normalized = np.stack(m.normalized)
+        inverted = [np.stack(m.normalized), *([np.stack(m.undone)] if m.undone else [])]
         ignorant, lazy, semi, inverting, uar, adapted = [], [], [], [], [], []
         for (ev, tr, speakers, trials), scorer in zip(splits, plain, strict=True):
             ignorant.append(trials.eers(orig, emb))
@@ -480,8 +495,11 @@ def evaluate(
             semi.append(best_backend(trials, emb, tr, speakers))
             inverting.append(
                 min(
-                    trials.eers(normalized, normalized),
-                    best_backend(trials, normalized, tr, speakers),
+                    (
+                        result
+                        for z in inverted
+                        for result in (trials.eers(z, z), best_backend(trials, z, tr, speakers))
+                    ),
                     key=lambda e: e["all"],
                 )
             )
@@ -502,7 +520,9 @@ def evaluate(
 
     rows = [row("original (G.711, no anonymization)", base)]
     for name, system in systems.items():
-        rows.append(row(name, measure(clips, system, probe, shipped, rng, original, name)))
+        rows.append(
+            row(name, measure(clips, system, probe, shipped, rng, original, name, population))
+        )
     return rows
 
 
@@ -573,7 +593,7 @@ def main() -> None:
     which = "default ranges" if args.config is None else f"ranges of {args.config.name}"
     systems = {
         "McAdams B2 (alpha ~ U[0.5, 0.9])": mcadams_system(),
-        f"callveil anonymizer ({which})": callveil_system(ranges),
+        f"callveil anonymizer ({which})": CallveilSystem(ranges),
     }
     rows = evaluate(clips, blocks, systems, seed)
     names = ", ".join(f"{min(b)}-{max(b)}" for b in blocks)

@@ -206,28 +206,28 @@ def _check_bounds(values: list[float]) -> str | None:
 @dataclass(frozen=True)
 class AnonymizerConfig:
     pitch_semitones: list[float] = _spec(
-        [2.0, 5.0],
+        [3.5, 5.0],
         "size of the per-call pitch shift in semitones, [low, high]; up or down is drawn too",
         lo=0,
         hi=12,
         check=_check_bounds,
     )
     formant_warp: list[float] = _spec(
-        [0.1, 0.2],
+        [0.17, 0.2],
         "size of the per-call formant (spectral-envelope) warp, [low, high]; its sign is drawn",
         lo=0,
         hi=0.3,
         check=_check_bounds,
     )
     tilt_db: list[float] = _spec(
-        [0.0, 6.0],
+        [4.0, 6.0],
         "size of the per-call spectral tilt in dB across the band, [low, high]; sign drawn",
         lo=0,
         hi=12,
         check=_check_bounds,
     )
     formant_jitter: list[float] = _spec(
-        [0.0, 0.2],
+        [0.15, 0.2],
         "size of the per-call move of each formant region (fraction of its frequency),"
         " [low, high]; drawn for each region, with its sign",
         lo=0,
@@ -235,7 +235,7 @@ class AnonymizerConfig:
         check=_check_bounds,
     )
     ripple_db: list[float] = _spec(
-        [0.0, 2.5],
+        [2.0, 2.5],
         "size of each of six smooth per-call ripples of the spectral envelope across the band,"
         " dB, [low, high]; drawn for each ripple, with its sign",
         lo=0,

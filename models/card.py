@@ -107,8 +107,11 @@ def render(f: dict[str, Any]) -> str:
         f"(`gateway/dsp/anonymize.py`, `[anonymizer]` ranges {_ranges(f['anonymizer'])}) runs "
         "on the 8 kHz signal, "
         f"each time with its own random disguise: {s['augmentation']['anonymized_copies']} "
-        "disguised copies of every training clip (plus the undisguised one), "
-        f"{s['augmentation']['evaluation_draws']} per validation and test clip.",
+        "disguised copies of every training clip (plus the undisguised one) and "
+        f"{s['augmentation']['evaluation_draws']} per validation clip, drawn from the ranges "
+        f"{_ranges(f['training_anonymizer'])} (`[augmentation.training_ranges]` of "
+        "`models/emotion.toml`, which hold the ones above and milder disguises too); "
+        f"{s['augmentation']['evaluation_draws']} per test clip, drawn from the ranges above.",
         "",
         f"Front-end (`gateway/models/logmel.py`): {logmel.BANDS} log-mel bands "
         f"{logmel.F_MIN:g}-{logmel.F_MAX:g} Hz, {1000 * logmel.WINDOW // logmel.RATE} ms "

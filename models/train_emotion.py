@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.config import AnonymizerConfig, ConfigError, anonymizer_ranges
+from gateway.config import AnonymizerConfig, ConfigError, anonymizer_ranges, parse_config
 from gateway.models import logmel
 from gateway.models.emotion import FRONTEND, LABELS, SHIPPED_MODEL, EmotionModel
 from models import card, corpus, functionals, metrics
@@ -69,6 +69,9 @@ class Augmentation:
     freq_mask_bands: int
     time_masks: int
     time_mask_frames: int
+    # [anonymizer] ranges of the training copies, before they are stretched to cover the
+    # evaluated ranges (training_ranges); validated on load like a callveil configuration
+    training_ranges: AnonymizerConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,13 @@ def load_settings(path: Path) -> Settings:
     if set(raw) != set(sections):
         sys.exit(f"{path}: expected exactly the sections {sorted(sections)}, got {sorted(raw)}")
     built: dict[str, Any] = {"labels": dict(raw["labels"])}
+    try:
+        raw["augmentation"]["training_ranges"] = parse_config(
+            {"anonymizer": raw["augmentation"].get("training_ranges", {})},
+            source=f"{path} [augmentation.training_ranges]",
+        ).anonymizer
+    except ConfigError as exc:
+        sys.exit(str(exc))
     for name, cls in (
         ("data", Data),
         ("split", Split),
@@ -207,6 +217,22 @@ def prepare(job: Job) -> list[Example]:
     ]
 
 
+def training_ranges(settings: Settings, evaluated: AnonymizerConfig) -> AnonymizerConfig:
+    """The ranges the training copies are drawn from: ``[augmentation.training_ranges]``
+    stretched to hold ``evaluated``, so that every disguise the model is tested under (and the
+    box deploys) lies inside what it learned from, along with milder ones."""
+    own = settings.augmentation.training_ranges
+    return AnonymizerConfig(
+        **{
+            f.name: [
+                min(getattr(own, f.name)[0], getattr(evaluated, f.name)[0]),
+                max(getattr(own, f.name)[1], getattr(evaluated, f.name)[1]),
+            ]
+            for f in fields(AnonymizerConfig)
+        }
+    )
+
+
 def prepare_all(
     clips: Sequence[corpus.Clip],
     root: Path,
@@ -215,6 +241,10 @@ def prepare_all(
     ranges: AnonymizerConfig,
 ) -> list[Example]:
     train = set(settings.split.train)
+    # validation chooses epochs and mixing for the distribution the model learned from; only
+    # the test hears the evaluated (deployed) ranges
+    learned = training_ranges(settings, ranges)
+    tested = set(settings.split.test)
     jobs = [
         Job(
             index=i,
@@ -229,7 +259,7 @@ def prepare_all(
             seed=settings.training.seed,
             trim_db=settings.data.trim_db,
             baseline=baseline,
-            ranges=ranges,
+            ranges=ranges if c.speaker in tested else learned,
         )
         for i, c in enumerate(clips)
     ]
@@ -260,6 +290,7 @@ def prepared_examples(
             settings.split,
             settings.augmentation.anonymized_copies,
             settings.augmentation.evaluation_draws,
+            settings.augmentation.training_ranges,
             settings.training.seed,
             ranges,
             baseline,
@@ -723,8 +754,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--site-config",
         type=Path,
-        help="a callveil configuration whose [anonymizer] ranges to train and evaluate under "
-        "(default: the built-in ranges)",
+        help="a callveil configuration whose [anonymizer] ranges to evaluate under and to "
+        "stretch [augmentation] training_ranges to (default: the built-in ranges)",
     )
     parser.add_argument("--limit", type=int, help="clips per speaker, for a quick look")
     parser.add_argument("--epochs", type=int, help="override [training] epochs")
@@ -844,6 +875,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "settings": asdict(settings),
             "corpus": labels_csv.parent.name,
             "anonymizer": asdict(ranges),
+            "training_anonymizer": asdict(training_ranges(settings, ranges)),
             "label_counts": {
                 part: [
                     sum(1 for c in {e.clip for e in v} if clips[c].label == label)

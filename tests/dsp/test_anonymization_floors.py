@@ -39,7 +39,7 @@ def rows(ravdess: Path) -> dict[str, object]:
         for c in anonymization.load_clips(ravdess, max(SUBSET), CLIPS_PER_ACTOR)
         if c.speaker in SUBSET
     ]
-    systems = {"callveil": anonymization.callveil_system(AnonymizerConfig())}
+    systems = {"callveil": anonymization.CallveilSystem(AnonymizerConfig())}
     with threadpool_limits(1):
         original, callveil = anonymization.evaluate(clips, BLOCKS, systems, SEED)
     return {"original": original, "callveil": callveil}
