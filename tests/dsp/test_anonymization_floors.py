@@ -53,20 +53,20 @@ def test_the_attacker_recognizes_unanonymized_voices(rows):
 
 
 def test_voices_stay_hidden_from_every_attacker(rows):
-    # measured on this subset: 46.1, 42.8, 36.1 and 42.5 %
+    # measured on this subset: 43.3, 44.4, 44.2 and 42.2 %
     callveil = rows["callveil"]
-    assert callveil.ignorant["all"] >= 0.42
-    assert callveil.lazy["all"] >= 0.40
-    assert callveil.semi["all"] >= 0.33
+    assert callveil.ignorant["all"] >= 0.40
+    assert callveil.lazy["all"] >= 0.41
+    assert callveil.semi["all"] >= 0.40
     assert callveil.inverting["all"] >= 0.39
 
 
 def test_emotion_and_pitch_survive(rows):
-    # measured: the shipped model 60.0 -> 48.7 % on these 80 clips of its test actors (on all
-    # 240 of them 57.1 -> 54.2 %, where McAdams B2 costs it 17 points); the stand-in retrained
-    # on anonymized speech 34.5 %; pitch r 0.910
+    # measured: the shipped model 60.0 -> 47.5 % on these 80 clips of its test actors (on all
+    # 240 of them 57.1 -> 51.0 %, where McAdams B2 costs it 17 points); the stand-in retrained
+    # on anonymized speech 35.4 %; pitch r 0.933
     original, callveil = rows["original"], rows["callveil"]
-    assert callveil.uar_shipped >= 0.45
+    assert callveil.uar_shipped >= 0.43
     assert callveil.uar_shipped >= original.uar_shipped - 0.15
     assert callveil.uar_adapted >= 0.30
     assert callveil.pitch_r >= 0.85
