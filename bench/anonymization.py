@@ -41,7 +41,7 @@ Pitch correlation is Pearson's r between the F0 tracks (pYIN) of the original an
 anonymized clip over frames voiced in both, averaged over all clips; a pitch shift multiplies
 F0 by a constant, which r ignores. RTF is CPU time over audio time, on one thread.
 
-Run by hand after ``bash scripts/setup-eval`` (the full run takes about 35 minutes on one core):
+Run by hand after ``bash scripts/setup-eval`` (the full run: 40 minutes on one shared core):
     .venv/bin/python bench/anonymization.py                      # all 24 actors
     .venv/bin/python bench/anonymization.py --speakers 12 --limit 20   # a quick look
     .venv/bin/python bench/anonymization.py -c site.toml   # the [anonymizer] ranges of a site
