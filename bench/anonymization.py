@@ -41,8 +41,16 @@ Pitch correlation is Pearson's r between the F0 tracks (pYIN) of the original an
 anonymized clip over frames voiced in both, averaged over all clips; a pitch shift multiplies
 F0 by a constant, which r ignores. RTF is CPU time over audio time, on one thread.
 
-Run by hand after ``bash scripts/setup-eval`` (the full run: 40 minutes on one shared core):
+Each anonymized clip gets one disguise, so one run's figures carry the noise of that draw;
+``--draws K`` draws every clip K times and averages the ignorant, lazy and semi EERs and the
+shipped model's UAR over the draws (the table gives their standard deviation over the draws;
+the other columns come from the first draw). Below the table, each target of callveil's
+anonymizer against B2 with its verdict, the averaged figures with their standard errors.
+
+Run by hand after ``bash scripts/setup-eval`` (the full run: 40 minutes on one shared core,
+each further draw about 2 minutes more for callveil and 4 for B2):
     .venv/bin/python bench/anonymization.py                      # all 24 actors
+    .venv/bin/python bench/anonymization.py --draws 6            # the figures the README gives
     .venv/bin/python bench/anonymization.py --speakers 12 --limit 20   # a quick look
     .venv/bin/python bench/anonymization.py -c site.toml   # the [anonymizer] ranges of a site
 """
@@ -275,8 +283,10 @@ def measure(
     original: list[np.ndarray],
     label: str,
     population: Population | None = None,
+    full: bool = True,
 ) -> Measured:
-    """Every clip through ``system``; with ``population``, the undoing attacker runs too."""
+    """Every clip through ``system``; with ``population``, the undoing attacker runs too.
+    Not ``full``: embeddings and the shipped model's labels only (a further draw)."""
     out = Measured()
     for i, x in enumerate(original):
         if system is None:
@@ -287,16 +297,18 @@ def measure(
             out.cpu_s += time.thread_time() - start
             out.audio_s += x.size / RATE
         out.embeddings.append(probe.embed(y))
+        if clips[i].speaker in shipped.actors:
+            out.shipped[i] = shipped.label(x, y)
+        if (i + 1) % 100 == 0:
+            print(f"  {label}: {i + 1}/{len(clips)} clips", file=sys.stderr)
+        if not full:
+            continue
         out.f0[i] = probe.f0(y)
         out.features[i] = probe.features(y, out.f0[i])
         out.normalized.append(probe.embed(normalize(y, out.f0[i], clips[i].female)))
         if isinstance(system, CallveilSystem) and population is not None:
             guessed = undo(y, out.f0[i], clips[i].female, system.ranges, population)
             out.undone.append(probe.embed(guessed))
-        if clips[i].speaker in shipped.actors:
-            out.shipped[i] = shipped.label(x, y)
-        if (i + 1) % 100 == 0:
-            print(f"  {label}: {i + 1}/{len(clips)} clips", file=sys.stderr)
     return out
 
 
@@ -446,7 +458,9 @@ def pitch_correlation(original: dict[int, np.ndarray], other: dict[int, np.ndarr
 
 @dataclass(slots=True)
 class Row:
-    """One system's figures, each the mean over the folds (EERs: pooled, female, male)."""
+    """One system's figures, each the mean over the folds (EERs: pooled, female, male).
+    Ignorant, lazy and semi EERs and the shipped model's UAR are also means over the draws,
+    with their standard deviation over the draws in ``spread`` (zero for one draw)."""
 
     name: str
     ignorant: dict[str, float]
@@ -458,16 +472,28 @@ class Row:
     uar_adapted: float
     pitch_r: float | None
     rtf: float | None
+    draws: int = 1
+    spread: dict[str, float] = field(default_factory=dict)
 
 
 def _mean(results: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
 
 
+def _sd(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def evaluate(
-    clips: list[Clip], blocks: list[set[int]], systems: dict[str, System], seed: int
+    clips: list[Clip],
+    blocks: list[set[int]],
+    systems: dict[str, System],
+    seed: int,
+    draws: int = 1,
 ) -> list[Row]:
-    """Each block of actors is evaluated in turn, with the other blocks for training."""
+    """Each block of actors is evaluated in turn, with the other blocks for training. Every
+    anonymized clip is drawn ``draws`` times; the further draws serve the columns that are
+    averaged over draws (see ``Row``), the rest come from the first."""
     probe = Probe()
     shipped = ShippedModel()
     rng = np.random.default_rng(seed)
@@ -485,14 +511,25 @@ def evaluate(
         splits.append((ev, tr, speakers, Trials.build(clips, block)))
     plain = [emotion_model(clips, tr, base.features) for _, tr, _, _ in splits]
 
-    def row(name: str, m: Measured) -> Row:
+    def privacy(m: Measured) -> dict[str, dict[str, float]]:
         emb = np.stack(m.embeddings)
+        found: dict[str, list[dict[str, float]]] = {"ignorant": [], "lazy": [], "semi": []}
+        for _, tr, speakers, trials in splits:
+            found["ignorant"].append(trials.eers(orig, emb))
+            found["lazy"].append(trials.eers(emb, emb))
+            found["semi"].append(best_backend(trials, emb, tr, speakers))
+        return {k: _mean(v) for k, v in found.items()}
+
+    def row(name: str, m: Measured, further: list[Measured]) -> Row:
+        every = [m, *further]
+        eers = [privacy(d) for d in every]
+        shipped_uars = [shipped_uar(clips, shipped.labels, d.shipped) for d in every]
+        spread = {k: _sd([e[k]["all"] for e in eers]) for k in eers[0]}
+        if shipped_uars[0] is not None:
+            spread["shipped"] = _sd([u for u in shipped_uars if u is not None])
         inverted = [np.stack(m.normalized), *([np.stack(m.undone)] if m.undone else [])]
-        ignorant, lazy, semi, inverting, uar, adapted = [], [], [], [], [], []
+        inverting, uar, adapted = [], [], []
         for (ev, tr, speakers, trials), scorer in zip(splits, plain, strict=True):
-            ignorant.append(trials.eers(orig, emb))
-            lazy.append(trials.eers(emb, emb))
-            semi.append(best_backend(trials, emb, tr, speakers))
             inverting.append(
                 min(
                     (
@@ -505,29 +542,36 @@ def evaluate(
             )
             uar.append(scorer(ev, m.features))
             adapted.append(emotion_model(clips, tr, m.features)(ev, m.features))
+        cpu_s, audio_s = sum(d.cpu_s for d in every), sum(d.audio_s for d in every)
         return Row(
             name,
-            ignorant=_mean(ignorant),
-            lazy=_mean(lazy),
-            semi=_mean(semi),
+            ignorant=_mean([e["ignorant"] for e in eers]),
+            lazy=_mean([e["lazy"] for e in eers]),
+            semi=_mean([e["semi"] for e in eers]),
             inverting=_mean(inverting),
-            uar_shipped=shipped_uar(clips, shipped.labels, m.shipped),
+            uar_shipped=None if shipped_uars[0] is None else float(np.mean(shipped_uars)),
             uar=float(np.mean(uar)),
             uar_adapted=float(np.mean(adapted)),
             pitch_r=pitch_correlation(base.f0, m.f0) if m is not base else None,
-            rtf=m.cpu_s / m.audio_s if m.audio_s else None,
+            rtf=cpu_s / audio_s if audio_s else None,
+            draws=len(every),
+            spread=spread,
         )
 
-    rows = [row("original (G.711, no anonymization)", base)]
+    rows = [row("original (G.711, no anonymization)", base, [])]
     for name, system in systems.items():
-        rows.append(
-            row(name, measure(clips, system, probe, shipped, rng, original, name, population))
-        )
+        first = measure(clips, system, probe, shipped, rng, original, name, population)
+        further = [
+            measure(clips, system, probe, shipped, rng, original, f"{name}, draw {d}", full=False)
+            for d in range(2, draws + 1)
+        ]
+        rows.append(row(name, first, further))
     return rows
 
 
-def _cell(e: dict[str, float]) -> str:
-    return f"{100 * e['all']:.1f} (F {100 * e['F']:.1f}, M {100 * e['M']:.1f})"
+def _cell(e: dict[str, float], sd: float | None = None) -> str:
+    spread = "" if not sd else f" ± {100 * sd:.1f}"
+    return f"{100 * e['all']:.1f}{spread} (F {100 * e['F']:.1f}, M {100 * e['M']:.1f})"
 
 
 def table(rows: list[Row]) -> str:
@@ -541,11 +585,62 @@ def table(rows: list[Row]) -> str:
         pitch = "1 (reference)" if r.pitch_r is None else f"{r.pitch_r:.3f}"
         rtf = "-" if r.rtf is None else f"{r.rtf:.4f}"
         model = "-" if r.uar_shipped is None else f"{100 * r.uar_shipped:.1f}"
+        if r.spread.get("shipped"):
+            model += f" ± {100 * r.spread['shipped']:.1f}"
+        sd = r.spread.get
         lines.append(
-            f"| {r.name} | {_cell(r.ignorant)} | {_cell(r.lazy)} | {_cell(r.semi)} "
+            f"| {r.name} | {_cell(r.ignorant, sd('ignorant'))} | {_cell(r.lazy, sd('lazy'))} "
+            f"| {_cell(r.semi, sd('semi'))} "
             f"| {_cell(r.inverting)} "
             f"| {model} | {100 * r.uar:.1f} | {100 * r.uar_adapted:.1f} | {pitch} | {rtf} |"
         )
+    return "\n".join(lines)
+
+
+def targets(original: Row, b2: Row, callveil: Row) -> str:
+    """callveil's targets against B2; over several draws each figure carries its standard
+    error over the draws (the draws' noise only: the actors are one fixed sample)."""
+
+    def figure(value: float, row: Row, key: str, scale: float = 1.0) -> str:
+        if row.draws == 1:
+            return f"{100 * value:.1f}"
+        error = row.spread.get(key, 0.0) / np.sqrt(row.draws) * scale
+        return f"{100 * value:.1f} ± {100 * error:.1f}"
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    lines = [
+        f"Targets ({callveil.draws} draw{'s' if callveil.draws > 1 else ''} per clip"
+        + ("; ± standard error over the draws):" if callveil.draws > 1 else "):")
+    ]
+    for key, name in (("lazy", "lazy-informed"), ("semi", "semi-informed")):
+        ours, theirs = getattr(callveil, key)["all"], getattr(b2, key)["all"]
+        lines.append(
+            f"- {name} EER at least B2's and 40 %: {figure(ours, callveil, key)} vs B2 "
+            f"{figure(theirs, b2, key)}: " + verdict(ours >= theirs and ours >= 0.40)
+        )
+    weakest = min(
+        callveil.ignorant["all"],
+        callveil.lazy["all"],
+        callveil.semi["all"],
+        callveil.inverting["all"],
+    )
+    lines.append(
+        f"- every attacker's EER at least 40 %: lowest {100 * weakest:.1f}: "
+        + verdict(weakest >= 0.40)
+    )
+    if original.uar_shipped is not None and b2.uar_shipped is not None:
+        ours = original.uar_shipped - (callveil.uar_shipped or 0.0)
+        allowed = (original.uar_shipped - b2.uar_shipped) / 3
+        lines.append(
+            "- shipped model's recall drop at most a third of B2's: "
+            f"{figure(ours, callveil, 'shipped')} vs {figure(allowed, b2, 'shipped', 1 / 3)}: "
+            + verdict(ours <= allowed)
+        )
+    pitch, rtf = callveil.pitch_r or 0.0, callveil.rtf or 0.0
+    lines.append(f"- pitch r at least 0.8: {pitch:.3f}: " + verdict(pitch >= 0.8))
+    lines.append(f"- real-time factor at most 0.02: {rtf:.4f}: " + verdict(rtf <= 0.02))
     return "\n".join(lines)
 
 
@@ -566,6 +661,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="clips per actor (every emotion kept)")
     parser.add_argument("--seed", type=int, help="seed of the random draws (default: random)")
     parser.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="disguises per clip for the ignorant, lazy and semi EERs and the shipped model's "
+        "UAR, which are averaged over them (default 1; each further draw adds about 2 minutes "
+        "for callveil and 4 for B2 on the full run)",
+    )
+    parser.add_argument(
         "-c",
         "--config",
         type=Path,
@@ -580,6 +683,8 @@ def main() -> None:
             f"--limit must be at least {4 * ENROL_CLIPS}: every fourth clip goes to enrolment "
             f"models of {ENROL_CLIPS} clips, the rest are tests"
         )
+    if args.draws < 1:
+        parser.error("--draws must be at least 1")
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # one thread everywhere: the real-time factor is quoted per core
@@ -595,7 +700,7 @@ def main() -> None:
         "McAdams B2 (alpha ~ U[0.5, 0.9])": mcadams_system(),
         f"callveil anonymizer ({which})": CallveilSystem(ranges),
     }
-    rows = evaluate(clips, blocks, systems, seed)
+    rows = evaluate(clips, blocks, systems, seed, args.draws)
     names = ", ".join(f"{min(b)}-{max(b)}" for b in blocks)
     print(
         f"RAVDESS at 8 kHz after G.711 A-law; {len(clips)} clips of actors 1-{args.speakers}; "
@@ -603,6 +708,8 @@ def main() -> None:
         f"figures are means over the three; seed {seed}\n"
     )
     print(table(rows))
+    print()
+    print(targets(*rows))
 
 
 if __name__ == "__main__":
