@@ -130,7 +130,7 @@ def render(f: dict[str, Any]) -> str:
             else " (a linear member over segment statistics was tried and got weight 0 on "
             "validation)"
         )
-        + ". Each convolutional member: input "
+        + ". Each convolutional member: each band minus its mean over the segment, input "
         "normalisation, four 1-D convolution layers "
         f"({s['model']['channels']} channels, the first with stride 2, dilations 1-2-4), mean and "
         f"standard deviation over time, a {s['model']['embedding']}-unit layer. Softmax with the "

@@ -332,7 +332,8 @@ def build_network(architecture: Architecture) -> Any:
         )
 
     class Network(nn.Module):
-        """Dilated 1-D convolutions over log-mel frames, then mean and deviation over time."""
+        """Dilated 1-D convolutions over log-mel frames, each band centred, then mean and
+        deviation over time."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -351,6 +352,11 @@ def build_network(architecture: Architecture) -> Any:
             )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # each band minus its mean over the segment: a fixed filter on the line (handset,
+            # codec, the anonymizer's tilt and ripples) adds a constant per band, which the
+            # networks should not learn; the average spectrum still reaches the mix through
+            # the linear member's band levels
+            x = x - x.mean(dim=2, keepdim=True)
             h = self.frames(self.norm(x))
             deviation = torch.sqrt(h.var(dim=2, unbiased=False) + 1e-5)
             return self.head(torch.cat([h.mean(dim=2), deviation], dim=1))
