@@ -62,11 +62,11 @@ def test_voices_stay_hidden_from_every_attacker(rows):
 
 
 def test_emotion_and_pitch_survive(rows):
-    # measured: the shipped model 60.0 -> 47.5 % on these 80 clips of its test actors (on all
-    # 240 of them 57.1 -> 51.1 % over six draws, where McAdams B2 costs it 15 points); the
+    # measured: the shipped model 56.5 % on these 80 clips of its test actors, before and after
+    # anonymization alike (on all 240 of them over six draws: see the README's table); the
     # stand-in retrained on anonymized speech 35.4 %; pitch r 0.933
     original, callveil = rows["original"], rows["callveil"]
-    assert callveil.uar_shipped >= 0.43
-    assert callveil.uar_shipped >= original.uar_shipped - 0.15
+    assert callveil.uar_shipped >= 0.52
+    assert callveil.uar_shipped >= original.uar_shipped - 0.06
     assert callveil.uar_adapted >= 0.30
     assert callveil.pitch_r >= 0.85
